@@ -1,0 +1,3 @@
+from lstm_lm.cli import main
+
+main()

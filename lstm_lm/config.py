@@ -1,0 +1,108 @@
+"""Frozen settings for the model and for training, and the named presets.
+
+Defaults live here and nowhere else; the CLI only overrides what the user gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lstm_lm import LMError
+
+CELLS = ("lstm", "gru", "rnn", "janet")
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    hidden: int = 200
+    layers: int = 2
+    cell: str = "lstm"
+    dropout: float = 0.0      # on non-recurrent connections (Zaremba et al. 2014)
+    init_scale: float = 0.1   # weights uniform in +-init_scale
+    forget_bias: float = 0.0  # initial bf (TF's BasicLSTMCell uses 1.0)
+
+    def __post_init__(self):
+        _check(self.vocab_size >= 2, "vocab size must be at least 2")
+        _check(self.hidden >= 1, "--hidden must be at least 1")
+        _check(self.layers >= 1, "--layers must be at least 1")
+        _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}")
+        _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        _check(self.init_scale > 0, "--init-scale must be positive")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    level: str = "word"
+    batch_size: int = 20
+    bptt: int = 20
+    epochs: int = 13
+    lr: float = 1.0
+    lr_decay: float = 0.5     # lr of epoch e (1-based) = lr * lr_decay ** max(0, e - decay_after)
+    decay_after: int = 4
+    optimizer: str = "sgd"
+    clip: float = 5.0         # max global gradient norm (0: no clipping)
+    seed: int = 0
+    dtype: str = "float32"
+    max_steps: int | None = None   # optimisation steps of the whole run, resumes included
+    max_tokens: int | None = None  # training tokens of the whole run
+    eval_every: int | None = None  # also evaluate every N steps
+
+    def __post_init__(self):
+        _check(self.level in ("word", "char"), "--level must be word or char")
+        for name in ("batch_size", "bptt", "epochs"):
+            _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
+        _check(self.lr > 0, "--lr must be positive")
+        _check(0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]")
+        _check(self.decay_after >= 0, "--decay-after must be >= 0")
+        _check(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.clip >= 0, "--clip must be >= 0")
+        _check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
+        for name in ("max_steps", "max_tokens", "eval_every"):
+            v = getattr(self, name)
+            _check(v is None or v >= 1, f"--{name.replace('_', '-')} must be at least 1")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of a 1-based epoch."""
+        return self.lr * self.lr_decay ** max(0, epoch - self.decay_after)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise LMError(message)
+
+
+# Presets: model and training fields; explicit options override them.
+PRESETS: dict[str, dict] = {
+    # The from-scratch tutorial model.
+    "seed": dict(layers=1, hidden=128, batch_size=20, bptt=20, epochs=6, lr=1.0, lr_decay=0.5,
+                 decay_after=4, clip=5.0, init_scale=0.1, dropout=0.0),
+    # Zaremba et al. 2014, small (non-regularised): valid 120.7, test 114.5.
+    "small": dict(layers=2, hidden=200, batch_size=20, bptt=20, epochs=13, lr=1.0, lr_decay=0.5,
+                  decay_after=4, clip=5.0, init_scale=0.1, dropout=0.0),
+    # Zaremba et al. 2014, medium (dropout 0.5): valid 86.2, test 82.7; hours on a laptop CPU.
+    "medium": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=39, lr=1.0, lr_decay=0.8,
+                   decay_after=6, clip=5.0, init_scale=0.05, dropout=0.5),
+    # Character-level PTB (50 symbols).
+    "char": dict(level="char", layers=1, hidden=512, batch_size=32, bptt=100, epochs=4, lr=2e-3,
+                 lr_decay=0.5, decay_after=2, optimizer="adam", clip=5.0, init_scale=0.08, dropout=0.0),
+}
+
+MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def resolve(preset: str | None, overrides: dict) -> tuple[dict, dict]:
+    """Preset values updated by the given (non-None) overrides, split into model and train fields."""
+    if preset is not None and preset not in PRESETS:
+        raise LMError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    merged = {**PRESETS.get(preset or "small", {}),
+              **{k: v for k, v in overrides.items() if v is not None}}
+    unknown = set(merged) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise LMError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return ({k: v for k, v in merged.items() if k in MODEL_FIELDS},
+            {k: v for k, v in merged.items() if k in TRAIN_FIELDS})

@@ -1,0 +1,93 @@
+"""The LSTM language model written literally: one token at a time, batch 1, a dense one-hot
+vector concatenated with h, four separate matmuls per step.
+
+Slow on purpose. It is the reference the fast path is tested against (same loss and
+gradients to 1e-10 in float64) and the baseline `lstm-lm bench --literal` measures.
+It works on contract-named arrays (`l0.Wf`, ..., `Wy`, `by`); V vocabulary, H hidden.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+GATES = ("f", "i", "c", "o")
+
+
+def _sigmoid(a):
+    return 0.5 * np.tanh(0.5 * a) + 0.5
+
+
+def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray, y: np.ndarray,
+                           state, masks=None, scale: float = 1.0):
+    """x, y: (B, T) ids; state: per layer (h, c), each (B, H); masks: as LanguageModel.draw_masks
+    ((T, B, H) per entry, or None). Each of the B streams is run on its own, batch 1.
+    Returns (mean NLL, grads by contract name, final state, dstate0) like LanguageModel."""
+    B, T = x.shape
+    H, V = P["Wy"].shape
+    masks = masks or [None] * (layers + 1)
+    N = B * T
+    G = {k: np.zeros_like(a) for k, a in P.items()}
+    total = 0.0
+    final = [tuple(np.zeros_like(s) for s in state[k]) for k in range(layers)]
+    dstate0 = [tuple(np.zeros_like(s) for s in state[k]) for k in range(layers)]
+    for b in range(B):
+        h = [state[k][0][b].copy() for k in range(layers)]
+        c = [state[k][1][b].copy() for k in range(layers)]
+        tape = []
+        for t in range(T):
+            step = []
+            inp = np.zeros(V)
+            inp[x[b, t]] = 1.0
+            for k in range(layers):
+                if k > 0 and masks[k] is not None:
+                    inp = inp * masks[k][t, b]
+                z = np.concatenate([h[k], inp])  # (H + D,)
+                f = _sigmoid(z @ P[f"l{k}.Wf"] + P[f"l{k}.bf"])
+                i = _sigmoid(z @ P[f"l{k}.Wi"] + P[f"l{k}.bi"])
+                g = np.tanh(z @ P[f"l{k}.Wc"] + P[f"l{k}.bc"])
+                o = _sigmoid(z @ P[f"l{k}.Wo"] + P[f"l{k}.bo"])
+                c_prev = c[k]
+                c[k] = f * c_prev + i * g
+                h[k] = o * np.tanh(c[k])
+                step.append((z, f, i, g, o, c_prev, np.tanh(c[k])))
+                inp = h[k]
+            top = inp if masks[layers] is None else inp * masks[layers][t, b]
+            logits = top @ P["Wy"] + P["by"]
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            total -= np.log(p[y[b, t]])
+            tape.append((step, top, p))
+        for k in range(layers):
+            final[k][0][b], final[k][1][b] = h[k], c[k]
+
+        dh_next = [np.zeros(H) for _ in range(layers)]
+        dc_next = [np.zeros(H) for _ in range(layers)]
+        for t in reversed(range(T)):
+            step, top, p = tape[t]
+            dlogits = p.copy()
+            dlogits[y[b, t]] -= 1.0
+            dlogits *= scale / N
+            G["Wy"] += np.outer(top, dlogits)
+            G["by"] += dlogits
+            dabove = P["Wy"] @ dlogits
+            if masks[layers] is not None:
+                dabove = dabove * masks[layers][t, b]
+            for k in reversed(range(layers)):
+                z, f, i, g, o, c_prev, tanh_c = step[k]
+                dh = dabove + dh_next[k]
+                do = dh * tanh_c
+                dc = dc_next[k] + dh * o * (1 - tanh_c ** 2)
+                da = {"f": dc * c_prev * f * (1 - f), "i": dc * g * i * (1 - i),
+                      "c": dc * i * (1 - g ** 2), "o": do * o * (1 - o)}
+                dz = np.zeros_like(z)
+                for name in GATES:
+                    G[f"l{k}.W{name}"] += np.outer(z, da[name])
+                    G[f"l{k}.b{name}"] += da[name]
+                    dz += P[f"l{k}.W{name}"] @ da[name]
+                dh_next[k], dc_next[k] = dz[:H], dc * f
+                dabove = dz[H:]
+                if k > 0 and masks[k] is not None:
+                    dabove = dabove * masks[k][t, b]
+        for k in range(layers):
+            dstate0[k][0][b], dstate0[k][1][b] = dh_next[k], dc_next[k]
+    return total / N, G, final, dstate0

@@ -1,0 +1,195 @@
+"""The stacked recurrent language model: parameters, state, loss and gradients, one step.
+
+Dimensions: B streams, T steps, V vocabulary, H hidden units, L layers, G = gates * H.
+
+Parameters are stored packed, one buffer per layer whose column blocks are the gates:
+    l{k}.W  (H + D_k, G)  rows [h; x], D_0 = V (one-hot token), D_k = H above
+    l{k}.b  (G,)
+    Wy      (H, V),  by (V,)
+The contract names of the checkpoint (`l0.Wf`, `l0.Wi`, ..., `Wy`, `by`) are views of these
+buffers (`named_arrays`). Dropout (Zaremba et al. 2014) sits on the non-recurrent
+connections only: the input of every layer above the first, and the input of the softmax.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from lstm_lm import LMError
+from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
+from lstm_lm.config import ModelConfig
+from lstm_lm.losses import softmax_cross_entropy_
+
+State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
+
+
+class Result(NamedTuple):
+    loss: float                   # mean negative log-likelihood per target token (nats)
+    grads: dict[str, np.ndarray]  # d(scale * loss)/d(param), same keys as params
+    state: State                  # final state, detached
+    dstate0: State                # d(scale * loss)/d(initial state)
+
+
+class LanguageModel:
+    def __init__(self, config: ModelConfig, params: dict[str, np.ndarray]):
+        self.config = config
+        self.cell = CELL_TYPES[config.cell]
+        self.params = params
+        self.dtype = params["Wy"].dtype
+        self.grads = {k: np.zeros_like(p) for k, p in params.items()}  # reused by every step
+        self._logits: np.ndarray | None = None
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def init(cls, config: ModelConfig, rng: np.random.Generator, dtype="float32") -> "LanguageModel":
+        """Weights uniform in +-init_scale, biases zero, the forget bias set."""
+        dtype = np.dtype(dtype)
+        H, V, G = config.hidden, config.vocab_size, len(CELL_TYPES[config.cell].gates) * config.hidden
+        s = config.init_scale
+        params = {}
+        for k in range(config.layers):
+            D = V if k == 0 else H
+            params[f"l{k}.W"] = rng.uniform(-s, s, (H + D, G)).astype(dtype)
+            params[f"l{k}.b"] = np.zeros(G, dtype)
+        params["Wy"] = rng.uniform(-s, s, (H, V)).astype(dtype)
+        params["by"] = np.zeros(V, dtype)
+        model = cls(config, params)
+        if "f" in model.cell.gates:
+            for k in range(config.layers):
+                model.named_arrays()[f"l{k}.bf"][...] = config.forget_bias
+        return model
+
+    def named_arrays(self) -> dict[str, np.ndarray]:
+        """The contract names, as views into the packed buffers (writable)."""
+        H, out = self.config.hidden, {}
+        for k in range(self.config.layers):
+            W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
+            for j, g in enumerate(self.cell.gates):
+                out[f"l{k}.W{g}"] = W[:, j * H:(j + 1) * H]
+                out[f"l{k}.b{g}"] = b[j * H:(j + 1) * H]
+        out["Wy"], out["by"] = self.params["Wy"], self.params["by"]
+        return out
+
+    @classmethod
+    def from_named(cls, config: ModelConfig, arrays: dict[str, np.ndarray], dtype=None) -> "LanguageModel":
+        """Build from contract-named arrays (as in a checkpoint), checking every shape."""
+        cell, H, V = CELL_TYPES[config.cell], config.hidden, config.vocab_size
+        dtype = np.dtype(dtype or arrays["Wy"].dtype)
+
+        def get(name, shape):
+            if name not in arrays:
+                raise LMError(f"parameter {name} is missing")
+            if arrays[name].shape != shape:
+                raise LMError(f"parameter {name} has shape {arrays[name].shape}, expected {shape}")
+            return arrays[name].astype(dtype)
+
+        params = {}
+        for k in range(config.layers):
+            D = V if k == 0 else H
+            params[f"l{k}.W"] = np.concatenate([get(f"l{k}.W{g}", (H + D, H)) for g in cell.gates], axis=1)
+            params[f"l{k}.b"] = np.concatenate([get(f"l{k}.b{g}", (H,)) for g in cell.gates])
+        params["Wy"], params["by"] = get("Wy", (H, V)), get("by", (V,))
+        return cls(config, params)
+
+    def num_params(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    def init_state(self, batch_size: int) -> State:
+        z = lambda: np.zeros((batch_size, self.config.hidden), self.dtype)  # noqa: E731
+        return [tuple(z() for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
+
+    def draw_masks(self, T: int, B: int, rng: np.random.Generator) -> list[np.ndarray | None]:
+        """Inverted-dropout masks, (T, B, H) each: masks[k] for the input of layer k >= 1,
+        masks[L] for the input of the softmax; masks[0] is None (one-hot input)."""
+        p = self.config.dropout
+        if p == 0:
+            return [None] * (self.config.layers + 1)
+        keep = self.dtype.type(1 / (1 - p))
+        return [None] + [(rng.random((T, B, self.config.hidden), dtype=self.dtype) >= p) * keep
+                         for _ in range(self.config.layers)]
+
+    # --- forward / backward ------------------------------------------------------------
+    def _forward(self, tokens: np.ndarray, state: State, masks):
+        """tokens (T, B) -> top hidden (T, B, H) after dropout, final state, caches."""
+        H = self.config.hidden
+        caches, final, hs = [], [], None
+        for k in range(self.config.layers):
+            W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
+            if k == 0:
+                inp, xproj = None, embed_forward(tokens, W[H:], b)
+            else:
+                inp = hs if masks[k] is None else hs * masks[k]
+                xproj = linear_forward(inp, W[H:], b)
+            hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
+            final.append(tuple(s.copy() for s in stateT))
+            caches.append((inp, cache))
+        top = hs if masks[-1] is None else hs * masks[-1]
+        return top, final, caches
+
+    def _logits_buffer(self, n: int) -> np.ndarray:
+        V = self.config.vocab_size
+        if self._logits is None or self._logits.shape[0] != n:
+            self._logits = np.empty((n, V), self.dtype)
+        return self._logits
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, state: State, *,
+                       rng: np.random.Generator | None = None, masks=None, scale: float = 1.0) -> Result:
+        """Forward and backward over one window.
+
+        x, y: (B, T) input and target ids; state: initial state (carried, detached);
+        masks: dropout masks (default: drawn from rng when dropout > 0).
+        Gradients are of scale * (mean NLL per target token); the trainer uses scale = T,
+        the loss summed over time steps and averaged over the batch (Zaremba et al.).
+        The returned grads dict is reused by the next call.
+        """
+        B, T = x.shape
+        H, N = self.config.hidden, B * T
+        if masks is None:
+            if self.config.dropout > 0 and rng is None:
+                raise ValueError("dropout needs an rng or explicit masks")
+            masks = self.draw_masks(T, B, rng) if self.config.dropout > 0 else [None] * (self.config.layers + 1)
+        tokens = x.T  # (T, B)
+        top, final, caches = self._forward(tokens, state, masks)
+
+        Wy, g = self.params["Wy"], self.grads
+        top2 = top.reshape(N, H)
+        logits = np.matmul(top2, Wy, out=self._logits_buffer(N))  # (N, V)
+        logits += self.params["by"]
+        nll = softmax_cross_entropy_(logits, y.T.ravel(), dscale=scale / N)
+        dlogits = logits
+        np.matmul(top2.T, dlogits, out=g["Wy"])
+        np.sum(dlogits, axis=0, out=g["by"])
+        dhs = (dlogits @ Wy.T).reshape(T, B, H)
+        if masks[-1] is not None:
+            dhs *= masks[-1]
+
+        dstate0 = [None] * self.config.layers
+        for k in reversed(range(self.config.layers)):
+            inp, cache = caches[k]
+            W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
+            dxproj, dWh, dstate0[k] = self.cell.backward(dhs, (None,) * self.cell.n_state, cache)
+            dW[:H] = dWh
+            np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
+            if k == 0:
+                dW[H:] = 0
+                embed_backward(dxproj, tokens, dW[H:])
+            else:
+                dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
+                dhs = dinp if masks[k] is None else dinp * masks[k]
+        return Result(float(nll.mean()), g, final, dstate0)
+
+    def nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
+        """Evaluation (no dropout, no gradients): summed NLL over the window's B*T targets
+        (nats, float64) and the final state."""
+        top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
+        B, T = x.shape
+        logits = np.matmul(top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T))
+        logits += self.params["by"]
+        return float(softmax_cross_entropy_(logits, y.T.ravel(), dscale=None).sum()), final
+
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""
+        top, final, _ = self._forward(tokens[None, :], state, [None] * (self.config.layers + 1))
+        return (top[0] @ self.params["Wy"] + self.params["by"]).astype(np.float64), final

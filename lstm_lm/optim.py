@@ -1,0 +1,109 @@
+"""Optimisers over parameter dicts, and clipping by global norm.
+
+Params, grads and optimiser memory are dicts with the same keys, so no optimiser needs to
+know about layers. Updates are in place; `step` consumes (overwrites) the gradients.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def clip_global_norm_(grads: dict[str, np.ndarray], max_norm: float) -> float:
+    """Scale all gradients together so their joint L2 norm is at most max_norm (0: never).
+    Returns the norm before clipping (inf or nan if a gradient is not finite)."""
+    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    if max_norm > 0 and norm > max_norm:
+        for g in grads.values():
+            g *= g.dtype.type(max_norm / norm)
+    return norm
+
+
+class SGD:
+    """p -= lr * g"""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        self.t = 0
+
+    def step(self, params, grads, lr: float) -> None:
+        self.t += 1
+        for k, p in params.items():
+            g = grads[k]
+            g *= p.dtype.type(lr)
+            p -= g
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.t = int(state["t"])
+
+
+class Adam(SGD):
+    """Kingma & Ba 2015 with bias correction: m, v are running moments of g and g^2."""
+
+    def __init__(self, params, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        super().__init__(params)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = {k: np.zeros_like(p) for k, p in params.items()}
+        self.v = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads, lr: float) -> None:
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        step_size = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        for k, p in params.items():
+            g, m, v = grads[k], self.m[k], self.v[k]
+            one = p.dtype.type
+            m *= one(b1)
+            m += one(1 - b1) * g
+            g *= g
+            v *= one(b2)
+            v += one(1 - b2) * g
+            np.sqrt(v, out=g)
+            g += one(self.eps)
+            np.divide(m, g, out=g)
+            g *= one(step_size)
+            p -= g
+
+    def state_dict(self):
+        return {"t": np.array(self.t), **{f"m.{k}": a for k, a in self.m.items()},
+                **{f"v.{k}": a for k, a in self.v.items()}}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        for k in self.m:
+            self.m[k][...] = state[f"m.{k}"]
+            self.v[k][...] = state[f"v.{k}"]
+
+
+class Adagrad(SGD):
+    """Duchi et al. 2011: p -= lr * g / (sqrt(sum of g^2) + eps)"""
+
+    def __init__(self, params, eps: float = 1e-8):
+        super().__init__(params)
+        self.eps = eps
+        self.G = {k: np.zeros_like(p) for k, p in params.items()}
+
+    def step(self, params, grads, lr: float) -> None:
+        self.t += 1
+        for k, p in params.items():
+            g, G = grads[k], self.G[k]
+            one = p.dtype.type
+            G += g * g
+            denom = np.sqrt(G)
+            denom += one(self.eps)
+            g /= denom
+            g *= one(lr)
+            p -= g
+
+    def state_dict(self):
+        return {"t": np.array(self.t), **{f"G.{k}": a for k, a in self.G.items()}}
+
+    def load_state_dict(self, state):
+        self.t = int(state["t"])
+        for k in self.G:
+            self.G[k][...] = state[f"G.{k}"]
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad}
