@@ -41,9 +41,18 @@ def embed_forward(tokens: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarr
     return xproj
 
 
-def embed_backward(dxproj: np.ndarray, tokens: np.ndarray, dWx: np.ndarray) -> None:
-    """Scatter-add dxproj (T, B, G) into the token rows of dWx (V, G), which the caller zeroed."""
-    np.add.at(dWx, tokens.ravel(), dxproj.reshape(-1, dxproj.shape[-1]))
+def embed_backward(dxproj: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient of the token rows, sparse: the U distinct tokens of the window and their rows.
+
+    dxproj: (T, B, G); tokens: (T, B). Returns rows (U,) sorted ids and drows (U, G), the
+    sum of dxproj over each token's positions (a segmented sum after sorting, not a
+    product with a one-hot matrix). Every other row of dWx is zero.
+    """
+    flat = tokens.ravel()
+    order = np.argsort(flat, kind="stable")
+    ids = flat[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    return ids[starts], np.add.reduceat(dxproj.reshape(-1, dxproj.shape[-1])[order], starts, axis=0)
 
 
 def linear_forward(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -62,13 +71,14 @@ def linear_backward(dout: np.ndarray, x: np.ndarray, Wx: np.ndarray) -> tuple[np
 
 
 # ---------------------------------------------------------------------------------------
-# LSTM:  f = s(a_f)  i = s(a_i)  g = tanh(a_g)  o = s(a_o),  a = [h, x] W + b, columns [f|i|g|o]
+# LSTM:  f = s(a_f)  i = s(a_i)  o = s(a_o)  g = tanh(a_c),  a = [h, x] W + b
 #        c = f * c_prev + i * g,  h = o * tanh(c)
+# Columns are packed [f | i | o | c], so the three sigmoid gates are one contiguous block.
 
 class LSTMCache(NamedTuple):
     h: np.ndarray       # (T+1, B, H)  h[0] is the initial state
     c: np.ndarray       # (T+1, B, H)
-    act: np.ndarray     # (T, B, 4H)   gate activations f, i, g, o
+    act: np.ndarray     # (T, B, 4H)   gate activations f, i, o, g
     tanh_c: np.ndarray  # (T, B, H)
     Wh: np.ndarray      # (H, 4H)
 
@@ -92,10 +102,9 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
         a = act[t]
         np.matmul(h[t], Wh, out=a)
         a += xproj[t]
-        sigmoid_(a[:, :2 * H])
-        np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
-        sigmoid_(a[:, 3 * H:])
-        f, i, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        sigmoid_(a[:, :3 * H])
+        np.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
+        f, i, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         np.multiply(f, c[t], out=c[t + 1])
         np.multiply(i, g, out=ig)
         c[t + 1] += ig
@@ -121,11 +130,11 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
     dh_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
     dc = np.zeros((B, H), dt) if dstate[1] is None else dstate[1].astype(dt, copy=True)
     tmp = np.empty((B, H), dt)
-    dsig = np.empty((B, 2 * H), dt)
+    dsig = np.empty((B, 3 * H), dt)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
-        f, i, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        df, di, dg, do = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
+        f, i, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        df, di, do, dg = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
         np.add(dhs[t], dh_next, out=dh)
         np.multiply(dh, tanh_c[t], out=do)
         # dc += dh * o * (1 - tanh(c)^2)
@@ -139,12 +148,9 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
         np.multiply(dc, i, out=dg)
         dc *= f  # now dc_prev
         # through the nonlinearities: s' = s (1 - s), tanh' = 1 - tanh^2
-        np.subtract(1, a[:, :2 * H], out=dsig)
-        dsig *= a[:, :2 * H]
-        d[:, :2 * H] *= dsig
-        np.subtract(1, o, out=tmp)
-        tmp *= o
-        do *= tmp
+        np.subtract(1, a[:, :3 * H], out=dsig)
+        dsig *= a[:, :3 * H]
+        d[:, :3 * H] *= dsig
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dg *= tmp
@@ -162,5 +168,5 @@ class Cell(NamedTuple):
 
 
 CELL_TYPES = {
-    "lstm": Cell(("f", "i", "c", "o"), 2, lstm_forward, lstm_backward),
+    "lstm": Cell(("f", "i", "o", "c"), 2, lstm_forward, lstm_backward),
 }

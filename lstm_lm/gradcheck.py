@@ -18,6 +18,7 @@ from lstm_lm.config import ModelConfig
 from lstm_lm.model import LanguageModel
 
 EPS = 1e-3
+TOLERANCE = 1e-6  # largest relative error accepted
 # Round-off in a float64 loss of order 10 leaves ~5e-12 of noise in a numeric derivative
 # with this step; the floor keeps entries whose true gradient is ~0 from turning that noise
 # into a large relative error (any analytic error above ~1e-11 still shows).

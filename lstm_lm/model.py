@@ -30,6 +30,7 @@ class Result(NamedTuple):
     grads: dict[str, np.ndarray]  # d(scale * loss)/d(param), same keys as params
     state: State                  # final state, detached
     dstate0: State                # d(scale * loss)/d(initial state)
+    rows: dict[str, np.ndarray]   # grads[k] is zero outside these rows (sparse token rows)
 
 
 class LanguageModel:
@@ -40,6 +41,7 @@ class LanguageModel:
         self.dtype = params["Wy"].dtype
         self.grads = {k: np.zeros_like(p) for k, p in params.items()}  # reused by every step
         self._logits: np.ndarray | None = None
+        self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -173,12 +175,15 @@ class LanguageModel:
             dW[:H] = dWh
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
-                dW[H:] = 0
-                embed_backward(dxproj, tokens, dW[H:])
+                rows, drows = embed_backward(dxproj, tokens)
+                dW[H + self._token_rows] = 0
+                dW[H + rows] = drows
+                self._token_rows = rows
             else:
                 dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
                 dhs = dinp if masks[k] is None else dinp * masks[k]
-        return Result(float(nll.mean()), g, final, dstate0)
+        touched = np.concatenate([np.arange(H), H + self._token_rows])
+        return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched})
 
     def nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """Evaluation (no dropout, no gradients): summed NLL over the window's B*T targets
@@ -188,6 +193,10 @@ class LanguageModel:
         logits = np.matmul(top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T))
         logits += self.params["by"]
         return float(softmax_cross_entropy_(logits, y.T.ravel(), dscale=None).sum()), final
+
+    def advance(self, x: np.ndarray, state: State) -> State:
+        """Run x (B, T) through the recurrent layers only: the state after it."""
+        return self._forward(x.T, state, [None] * (self.config.layers + 1))[1]
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""

@@ -2,6 +2,9 @@
 
 Params, grads and optimiser memory are dicts with the same keys, so no optimiser needs to
 know about layers. Updates are in place; `step` consumes (overwrites) the gradients.
+`rows` says, for some keys, which rows of the gradient may be non-zero (a window touches a
+few hundred of the 10,000 token rows): SGD, Adagrad and clipping then work on those rows
+only. Adam's moments decay on every row, so Adam stays dense.
 """
 
 from __future__ import annotations
@@ -9,13 +12,28 @@ from __future__ import annotations
 import numpy as np
 
 
-def clip_global_norm_(grads: dict[str, np.ndarray], max_norm: float) -> float:
+Rows = dict[str, np.ndarray]
+
+
+def _live(grads: dict[str, np.ndarray], rows: Rows | None):
+    """(key, the part of the gradient that may be non-zero, its row index or None)."""
+    for k, g in grads.items():
+        r = (rows or {}).get(k)
+        yield k, (g if r is None else g[r]), r
+
+
+def clip_global_norm_(grads: dict[str, np.ndarray], max_norm: float, rows: Rows | None = None) -> float:
     """Scale all gradients together so their joint L2 norm is at most max_norm (0: never).
     Returns the norm before clipping (inf or nan if a gradient is not finite)."""
-    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for g in grads.values())))
+    live = list(_live(grads, rows))
+    norm = float(np.sqrt(sum(float(np.vdot(g, g)) for _, g, _ in live)))
     if max_norm > 0 and norm > max_norm:
-        for g in grads.values():
-            g *= g.dtype.type(max_norm / norm)
+        scale = max_norm / norm
+        for k, g, r in live:
+            if r is None:
+                g *= g.dtype.type(scale)
+            else:
+                grads[k][r] = g * g.dtype.type(scale)
     return norm
 
 
@@ -25,12 +43,15 @@ class SGD:
     def __init__(self, params: dict[str, np.ndarray]):
         self.t = 0
 
-    def step(self, params, grads, lr: float) -> None:
+    def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
-        for k, p in params.items():
-            g = grads[k]
-            g *= p.dtype.type(lr)
-            p -= g
+        for k, g, r in _live(grads, rows):
+            p = params[k]
+            if r is None:
+                g *= p.dtype.type(lr)
+                p -= g
+            else:
+                p[r] -= g * p.dtype.type(lr)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t)}
@@ -48,7 +69,7 @@ class Adam(SGD):
         self.m = {k: np.zeros_like(p) for k, p in params.items()}
         self.v = {k: np.zeros_like(p) for k, p in params.items()}
 
-    def step(self, params, grads, lr: float) -> None:
+    def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         step_size = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
@@ -85,17 +106,14 @@ class Adagrad(SGD):
         self.eps = eps
         self.G = {k: np.zeros_like(p) for k, p in params.items()}
 
-    def step(self, params, grads, lr: float) -> None:
+    def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
-        for k, p in params.items():
-            g, G = grads[k], self.G[k]
+        for k, g, r in _live(grads, rows):
+            p, G = params[k], self.G[k]
             one = p.dtype.type
-            G += g * g
-            denom = np.sqrt(G)
-            denom += one(self.eps)
-            g /= denom
-            g *= one(lr)
-            p -= g
+            sel = slice(None) if r is None else r
+            G[sel] += g * g
+            p[sel] -= one(lr) * g / (np.sqrt(G[sel]) + one(self.eps))
 
     def state_dict(self):
         return {"t": np.array(self.t), **{f"G.{k}": a for k, a in self.G.items()}}

@@ -1,0 +1,148 @@
+"""Checkpoints: one .npz of plain arrays plus JSON, written atomically, never unpickled.
+
+Layout of the archive:
+    l{k}.W{gate}, l{k}.b{gate}, Wy, by   parameters by their contract names
+    meta                                   JSON (0-d string): format, version, model and
+                                           training config, vocabulary, data source,
+                                           training state (step, epoch, window, lr,
+                                           best valid loss, RNG state, history)
+    opt.*                                  optimiser state (moments, step count)
+    state.l{k}.{j}                         recurrent state carried into the next window
+Loaded with numpy.load(allow_pickle=False): an archive holding pickled objects is refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lstm_lm import LMError, __version__
+from lstm_lm.config import ModelConfig, TrainConfig
+from lstm_lm.data import Vocab
+from lstm_lm.model import LanguageModel
+
+FORMAT = "lstm-lm"
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    model: LanguageModel
+    vocab: Vocab
+    train_config: TrainConfig
+    meta: dict                      # the whole JSON header (data source, training state, ...)
+    optimizer: dict[str, np.ndarray]
+    state: list[tuple[np.ndarray, ...]] | None
+
+    @property
+    def train_state(self) -> dict:
+        return self.meta["train_state"]
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    """Write bytes under `path` so that a crash at any moment leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(path: str | Path, model: LanguageModel, vocab: Vocab, train_config: TrainConfig,
+         train_state: dict, data: dict, optimizer: dict[str, np.ndarray] | None = None,
+         state=None) -> Path:
+    """Write a checkpoint atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    meta = {"format": FORMAT, "version": VERSION, "lstm_lm": __version__,
+            "config": asdict(model.config), "train_config": asdict(train_config),
+            "vocab": vocab.to_json(), "data": data, "train_state": train_state}
+    arrays = {k: np.ascontiguousarray(v) for k, v in model.named_arrays().items()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    arrays.update({f"opt.{k}": v for k, v in (optimizer or {}).items()})
+    for k, layer in enumerate(state or []):
+        arrays.update({f"state.l{k}.{j}": s for j, s in enumerate(layer)})
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        _atomic_write(path, buf.getvalue())
+    except OSError as e:
+        raise LMError(f"cannot write checkpoint {path}: {e.strerror}; choose a writable --out") from None
+    return path
+
+
+def resolve_path(path: str | Path, in_dir: str = "best.npz") -> Path:
+    """A checkpoint file, or a run directory (then its `in_dir` file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / in_dir
+    if not path.exists():
+        raise LMError(f"{path}: no such checkpoint; give a .npz written by lstm-lm train or its run directory")
+    return path
+
+
+def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
+    """Read and validate a checkpoint; every problem is an LMError naming the file."""
+    path = resolve_path(path, in_dir)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise LMError(f"{path}: not an .npz archive; is this an lstm-lm checkpoint?")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise LMError(f"{path}: an .npz, but not an lstm-lm checkpoint (no 'meta' entry)")
+            arrays = {k: z[k] for k in z.files}
+    except LMError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object" in str(e).lower():
+            raise LMError(f"{path}: holds pickled objects, which lstm-lm refuses to load (nothing was "
+                          "executed); use a checkpoint written by lstm-lm train") from None
+        raise LMError(f"{path}: corrupted checkpoint ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+        raise LMError(f"{path}: truncated or corrupted checkpoint ({e}); use another one, "
+                      "e.g. best.npz or last.npz of the run") from None
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format") != FORMAT:
+            raise ValueError("wrong format tag")
+        if meta.get("version", 0) > VERSION:
+            raise LMError(f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm")
+        config = ModelConfig(**meta["config"])
+        vocab = Vocab.from_json(meta["vocab"])
+        train_config = TrainConfig(**meta["train_config"])
+    except LMError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:
+        raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
+    if len(vocab) != config.vocab_size:
+        raise LMError(f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}")
+    try:
+        model = LanguageModel.from_named(config, arrays, dtype or train_config.dtype)
+    except LMError as e:
+        raise LMError(f"{path}: {e}; not a complete lstm-lm checkpoint") from None
+    optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+    n_state = model.cell.n_state
+    state = None
+    if f"state.l0.0" in arrays:
+        state = [tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(n_state))
+                 for k in range(config.layers)]
+    return Checkpoint(model, vocab, train_config, meta, optimizer, state)

@@ -1,0 +1,55 @@
+"""Generating text: prime the state with a seed, then draw one token at a time.
+
+Draws use temperature (logits / T), optional top-k truncation, or greedy argmax; the
+randomness comes from the caller's numpy Generator, so a seed reproduces a sample.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from lstm_lm import LMError
+from lstm_lm.model import LanguageModel, State
+
+
+def prime(model: LanguageModel, seed_ids: np.ndarray) -> tuple[np.ndarray, State]:
+    """Run the seed (N,) through the model (batch 1) in one window.
+    Returns the logits (V,) for the token after the seed and the state."""
+    if len(seed_ids) == 0:
+        raise LMError("the seed is empty after tokenisation; give some text the model knows")
+    state = model.init_state(1)
+    if len(seed_ids) > 1:
+        state = model.advance(seed_ids[None, :-1], state)
+    logits, state = model.step(seed_ids[-1:], state)
+    return logits[0], state
+
+
+def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+         top_k: int | None = None, greedy: bool = False) -> int:
+    """One token id from logits (V,)."""
+    if greedy:
+        return int(np.argmax(logits))
+    z = logits / temperature
+    if top_k is not None and top_k < len(z):
+        cut = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= cut, z, -np.inf)
+    p = np.exp(z - z.max())
+    cdf = np.cumsum(p)
+    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(z) - 1))
+
+
+def generate(model: LanguageModel, seed_ids: np.ndarray, length: int, rng: np.random.Generator,
+             temperature: float = 1.0, top_k: int | None = None, greedy: bool = False) -> Iterator[int]:
+    """Yield `length` token ids following the seed."""
+    if temperature <= 0:
+        raise LMError("temperature must be positive")
+    if top_k is not None and top_k < 1:
+        raise LMError("top-k must be at least 1")
+    logits, state = prime(model, np.asarray(seed_ids))
+    for _ in range(length):
+        tok = draw(logits, rng, temperature, top_k, greedy)
+        yield tok
+        logits, state = model.step(np.array([tok]), state)
+        logits = logits[0]
