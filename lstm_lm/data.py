@@ -64,7 +64,8 @@ class Vocab:
         """Ids -> readable text: `<eos>` becomes a line break, PTB's `_` a space."""
         toks = [self.itos[i] for i in np.asarray(ids).ravel()]
         if self.level == "word":
-            return " ".join(toks).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+            lines = " ".join(toks).split(EOS)
+            return "\n".join(line.strip() for line in lines[:-1]) + ("\n" if len(lines) > 1 else "") + lines[-1].strip()
         text = "".join("\n" if t == EOS else t for t in toks)
         return text.replace("_", " ") if self.ptb_chars else text
 

@@ -1,0 +1,80 @@
+"""Shared fixtures: the PTB mirror, a Markov-chain corpus with a known entropy, a small run."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_lm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ptb_location() -> Path | None:
+    """LSTM_LM_PTB_MIRROR if it is a directory, else an existing dataset/ptb."""
+    mirror = os.environ.get("LSTM_LM_PTB_MIRROR")
+    for cand in ([Path(mirror)] if mirror else []) + [REPO / "dataset" / "ptb"]:
+        if (cand / "ptb.train.txt").is_file():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def ptb_dir() -> Path:
+    where = ptb_location()
+    if where is None:
+        pytest.skip("PTB not available: set LSTM_LM_PTB_MIRROR (CI sets it to ../shared/ptb) or run lstm-lm download")
+    return where
+
+
+def markov_chain(V: int, seed: int, concentration: float = 0.3):
+    """A random order-1 chain: transition matrix P (V, V), stationary distribution pi and
+    entropy rate H = -sum_i pi_i sum_j P_ij ln P_ij (nats per token)."""
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(V, concentration), size=V)
+    w, v = np.linalg.eig(P.T)
+    pi = np.real(v[:, np.argmin(np.abs(w - 1))])
+    pi /= pi.sum()
+    H = float(-(pi[:, None] * P * np.log(P)).sum())
+    return P, pi, H
+
+
+def draw_chain(P, n: int, rng) -> np.ndarray:
+    cdf = np.cumsum(P, axis=1)
+    out = np.empty(n, np.int64)
+    s = 0
+    u = rng.random(n)
+    for t in range(n):  # test data generation only
+        s = min(int(np.searchsorted(cdf[s], u[t])), len(P) - 1)
+        out[t] = s
+    return out
+
+
+@pytest.fixture(scope="session")
+def markov_corpus(tmp_path_factory):
+    """train.txt / valid.txt / test.txt of single-letter words drawn from a Markov chain,
+    written as one long line each (so <eos> occurs once per split), and the chain's true
+    perplexity exp(H)."""
+    V = 6
+    P, pi, H = markov_chain(V, seed=3)
+    rng = np.random.default_rng(7)
+    d = tmp_path_factory.mktemp("markov")
+    letters = np.array(list("abcdefghij"[:V]))
+    for name, n in (("train", 40_000), ("valid", 4_000), ("test", 20_000)):
+        seq = draw_chain(P, n, rng)
+        (d / f"{name}.txt").write_text(" ".join(letters[seq]) + "\n")
+    return d, float(np.exp(H))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, markov_corpus):
+    """A small word-level run on the Markov corpus (a few seconds)."""
+    data, _ = markov_corpus
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--layers", "1", "--hidden", "16",
+                                  "--batch-size", "8", "--bptt", "10", "--epochs", "1", "--max-steps", "60",
+                                  "--optimizer", "adam", "--lr", "0.01", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out

@@ -1,0 +1,110 @@
+"""The data pipeline: PTB counts, vocabularies, own corpora, batching, errors."""
+
+import time
+
+import numpy as np
+import pytest
+
+from lstm_lm import LMError
+from lstm_lm.data import (EOS, UNK, Vocab, batchify, build_vocab, check_fits, load_corpus, num_windows,
+                          read_text, window, windows)
+
+
+def test_ptb_word_counts(ptb_dir):
+    t0 = time.perf_counter()
+    c = load_corpus("word", data_dir=ptb_dir)
+    assert time.perf_counter() - t0 < 10  # generous; `lstm-lm` loads it in about 0.5 s
+    assert len(c.vocab) == 10_000
+    assert (len(c.train), len(c.valid), len(c.test)) == (929_589, 73_760, 82_430)
+    assert c.train.dtype == np.int32
+    assert {EOS, UNK} <= set(c.vocab.itos)
+    assert list(c.vocab.itos) == sorted(c.vocab.itos)  # ids never change between runs
+
+
+def test_ptb_char_counts(ptb_dir):
+    c = load_corpus("char", data_dir=ptb_dir)
+    assert len(c.vocab) == 50
+    assert (len(c.train), len(c.valid), len(c.test)) == (5_017_482, 393_042, 442_423)
+    assert c.vocab.ptb_chars
+    assert c.vocab.decode(c.train[:8]) == "aer bank"  # `_` between words reads as a space
+    assert (c.train == c.vocab.stoi[EOS]).sum() == 42_068  # one <eos> per line
+
+
+def test_vocab_round_trip_word():
+    v = build_vocab({"the": 5, "cat": 2, EOS: 3}, "word")
+    ids, unknown = v.encode("the cat\nthe\n")
+    assert unknown == []
+    assert v.decode(ids) == "the cat\nthe\n"
+    assert Vocab.from_json(v.to_json()) == v
+
+
+def test_vocab_round_trip_raw_chars():
+    text = "héllo\nwörld\n"
+    v = build_vocab({ch: 1 for ch in text}, "char")
+    ids, unknown = v.encode(text)
+    assert unknown == [] and v.decode(ids) == text
+    assert len(ids) == len(text)  # every character, newlines included
+
+
+def test_unknown_words_map_to_unk(tmp_path):
+    (tmp_path / "train.txt").write_text("a a a b b c\n" * 3)
+    (tmp_path / "valid.txt").write_text("a z\n")
+    c = load_corpus("word", data_dir=tmp_path)
+    assert UNK in c.vocab.stoi
+    assert c.vocab.decode(c.valid) == f"a {UNK}\n"
+
+
+def test_max_vocab_and_min_count(tmp_path):
+    (tmp_path / "train.txt").write_text("a a a a b b b c c d\n")
+    (tmp_path / "valid.txt").write_text("a b c d\n")
+    c = load_corpus("word", data_dir=tmp_path, max_vocab=3)  # a, b and <unk>; <eos> (1) is cut too
+    assert set(c.vocab.itos) == {"a", "b", UNK}
+    c = load_corpus("word", data_dir=tmp_path, min_count=2)
+    assert set(c.vocab.itos) == {"a", "b", "c", UNK}
+
+
+def test_explicit_files_and_carved_valid(tmp_path):
+    train = tmp_path / "mine.txt"
+    train.write_text("".join(f"line {i} of my text\n" for i in range(100)))
+    c = load_corpus("char", train=train)
+    assert c.notes and "valid" in c.notes[0]
+    assert c.test is None
+    total = len(train.read_text())
+    assert len(c.train) + len(c.valid) == total
+    assert 0.05 * total < len(c.valid) < 0.15 * total
+    assert c.vocab.decode(c.valid).startswith("line")  # carved at a line break
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"), (b"", "empty"), (b"  \n", "empty"), (b"caf\xe9\n", "not UTF-8")])
+def test_bad_files(tmp_path, content, message):
+    f = tmp_path / "train.txt"
+    if content is not None:
+        f.write_bytes(content)
+    with pytest.raises(LMError, match=message):
+        read_text(f)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(LMError, match="no such directory"):
+        load_corpus("word", data_dir=tmp_path / "nope")
+
+
+def test_batchify_and_windows_tile_the_stream():
+    ids = np.arange(103, dtype=np.int32)
+    data = batchify(ids, 4)  # (4, 25): 3 tokens of remainder dropped
+    assert data.shape == (4, 25)
+    assert (data[1] == np.arange(25, 50)).all()  # each row is a contiguous piece of the stream
+    T = 7
+    xs, ys = zip(*windows(data, T))
+    assert len(xs) == num_windows(data, T) == 4  # 24 targets per row: 7 + 7 + 7 + 3
+    assert [x.shape for x in xs] == [(4, 7)] * 3 + [(4, 3)]
+    x, y = np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
+    assert (x == data[:, :-1]).all() and (y == data[:, 1:]).all()  # tiled, y shifted by one
+    assert window(data, 1, T)[0][0, 0] == 7
+
+
+def test_too_small_for_one_window():
+    with pytest.raises(LMError, match="too small.*--batch-size or --bptt"):
+        check_fits(np.arange(50), batch_size=10, bptt=5, what="the training split")
+    check_fits(np.arange(60), batch_size=10, bptt=5, what="the training split")

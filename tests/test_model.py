@@ -1,0 +1,139 @@
+"""The LSTM: gradient checks, the literal reference, a pinned forward, dtypes, stability."""
+
+import numpy as np
+import pytest
+
+from lstm_lm.cells import embed_backward, sigmoid_
+from lstm_lm.config import ModelConfig
+from lstm_lm.gradcheck import TOLERANCE, check_gradients
+from lstm_lm.literal import literal_loss_and_grads
+from lstm_lm.losses import softmax_cross_entropy_
+from lstm_lm.model import LanguageModel
+
+
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (2, 0.4), (3, 0.2)])
+def test_gradient_check(layers, dropout):
+    """Every parameter array and the initial state (h, c of every layer), non-zero initial
+    state, T = 5, fixed dropout masks: relative error < 1e-6."""
+    config = ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout)
+    errors = check_gradients(config, batch_size=2, bptt=5, seed=layers)
+    expected = {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in "fico"} | {"Wy", "by"} | \
+               {f"state.l{k}.{j}" for k in range(layers) for j in (0, 1)}
+    assert set(errors) == expected
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_gradient_check_catches_a_wrong_backward(monkeypatch):
+    """The check can fail: break one term of the backward and it must notice."""
+    import lstm_lm.cells as cells
+    real = cells.lstm_backward
+
+    def broken(dhs, dstate, cache):
+        dx, dWh, ds = real(dhs, dstate, cache)
+        return dx, dWh * 1.001, ds
+    monkeypatch.setitem(cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken))
+    errors = check_gradients(ModelConfig(vocab_size=7, hidden=4, layers=1), bptt=3)
+    assert errors["l0.Wf"] > TOLERANCE
+
+
+def random_model(rng, layers, dropout=0.0, V=7, H=5):
+    m = LanguageModel.init(ModelConfig(vocab_size=V, hidden=H, layers=layers, dropout=dropout), rng, "float64")
+    for p in m.params.values():
+        p[...] = rng.uniform(-0.5, 0.5, p.shape)
+    return m
+
+
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.3)])
+def test_fast_path_equals_literal_formulation(layers, dropout):
+    rng = np.random.default_rng(5)
+    m = random_model(rng, layers, dropout)
+    B, T, H = 3, 4, 5
+    x, y = rng.integers(0, 7, (B, T)), rng.integers(0, 7, (B, T))
+    state = [(rng.normal(size=(B, H)), rng.normal(size=(B, H))) for _ in range(layers)]
+    masks = m.draw_masks(T, B, rng)
+    r = m.loss_and_grads(x, y, state, masks=masks, scale=3.0)
+    P = {k: v.copy() for k, v in m.named_arrays().items()}
+    loss, G, final, dstate0 = literal_loss_and_grads(P, layers, x, y, state, masks, 3.0)
+    fast = LanguageModel(m.config, {k: v.copy() for k, v in r.grads.items()}).named_arrays()
+    assert abs(loss - r.loss) < 1e-10
+    for k in G:
+        np.testing.assert_allclose(fast[k], G[k], rtol=0, atol=1e-10, err_msg=k)
+    for a, b in zip(final, r.state):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-10)
+    for a, b in zip(dstate0, r.dstate0):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-10)
+
+
+def test_pinned_forward_names_the_gates():
+    """One step of a 1-unit LSTM with a distinct weight per gate, computed by hand from the
+    design's equations: a swapped gate order changes the result."""
+    m = LanguageModel.init(ModelConfig(vocab_size=2, hidden=1, layers=1), np.random.default_rng(0), "float64")
+    A = m.named_arrays()
+    # rows [h; x0; x1]; token 1 is the input, h0 = 0.5, c0 = -0.25
+    for g, (wh, wx) in {"f": (0.1, 0.2), "i": (-0.3, 0.4), "o": (0.5, -0.6), "c": (0.7, 0.8)}.items():
+        A[f"l0.W{g}"][:, 0] = [wh, 0.0, wx]
+        A[f"l0.b{g}"][0] = 0.05
+    A["Wy"][...] = [[1.0, -1.0]]
+    A["by"][...] = 0.0
+    sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    h0, c0 = 0.5, -0.25
+    f, i = sig(0.1 * h0 + 0.2 + 0.05), sig(-0.3 * h0 + 0.4 + 0.05)
+    o, g = sig(0.5 * h0 - 0.6 + 0.05), np.tanh(0.7 * h0 + 0.8 + 0.05)
+    c = f * c0 + i * g
+    h = o * np.tanh(c)
+    logits, state = m.step(np.array([1]), [(np.array([[h0]]), np.array([[c0]]))])
+    assert state[0][0][0, 0] == pytest.approx(h, abs=1e-14)
+    assert state[0][1][0, 0] == pytest.approx(c, abs=1e-14)
+    np.testing.assert_allclose(logits[0], [h, -h], atol=1e-14)
+    assert h == pytest.approx(0.1375630, abs=1e-7)  # the number itself, pinned
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dtypes_are_kept(dtype):
+    rng = np.random.default_rng(0)
+    m = LanguageModel.init(ModelConfig(vocab_size=13, hidden=4, layers=2, dropout=0.3), rng, dtype)
+    x = rng.integers(0, 13, (2, 3))
+    r = m.loss_and_grads(x, x, m.init_state(2), rng=rng, scale=3.0)
+    assert all(g.dtype == np.dtype(dtype) for g in r.grads.values())
+    assert all(s.dtype == np.dtype(dtype) for layer in r.state + r.dstate0 for s in layer)
+    assert all(p.dtype == np.dtype(dtype) for p in m.params.values())
+
+
+def test_initial_loss_is_log_vocab():
+    """A fresh small-init model predicts nearly uniformly: loss ~ ln V."""
+    rng = np.random.default_rng(0)
+    m = LanguageModel.init(ModelConfig(vocab_size=500, hidden=16, layers=2, init_scale=0.01), rng)
+    x = rng.integers(0, 500, (4, 10))
+    assert m.loss_and_grads(x, x, m.init_state(4)).loss == pytest.approx(np.log(500), rel=1e-3)
+
+
+def test_stable_for_huge_values():
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        a = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], np.float32)
+        np.testing.assert_allclose(sigmoid_(a.copy()), [0, 0, 0.5, 1, 1], atol=1e-30)
+        logits = np.array([[1e4, 0.0, -1e4], [3e38, 3e38, 0.0]], np.float32)
+        nll = softmax_cross_entropy_(logits, np.array([0, 1]), dscale=1.0)
+        np.testing.assert_allclose(nll, [0.0, np.log(2)], atol=1e-6)
+        assert np.isfinite(logits).all()
+
+
+def test_embed_backward_is_a_scatter_add():
+    rng = np.random.default_rng(0)
+    tokens = np.array([[3, 1], [3, 0], [1, 3]])
+    d = rng.normal(size=(3, 2, 4))
+    rows, drows = embed_backward(d, tokens)
+    dense = np.zeros((5, 4))
+    np.add.at(dense, tokens.ravel(), d.reshape(-1, 4))
+    assert rows.tolist() == [0, 1, 3]
+    np.testing.assert_allclose(drows, dense[rows])
+
+
+def test_state_is_carried_between_windows():
+    """Two windows with the state carried give the same loss as one window over both."""
+    rng = np.random.default_rng(2)
+    m = random_model(rng, 2)
+    x, y = rng.integers(0, 7, (2, 8)), rng.integers(0, 7, (2, 8))
+    whole = m.loss_and_grads(x, y, m.init_state(2)).loss
+    a = m.loss_and_grads(x[:, :5], y[:, :5], m.init_state(2))
+    b = m.loss_and_grads(x[:, 5:], y[:, 5:], a.state)
+    assert (a.loss * 5 + b.loss * 3) / 8 == pytest.approx(whole, abs=1e-12)

@@ -1,0 +1,74 @@
+"""Optimisers and clipping, dense and on sparse rows."""
+
+import numpy as np
+import pytest
+
+from lstm_lm.optim import SGD, Adagrad, Adam, clip_global_norm_
+
+
+def params_and_grads(rng, sparse=True):
+    p = {"W": rng.normal(size=(6, 3)).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)}
+    g = {"W": np.zeros((6, 3), np.float32), "b": rng.normal(size=3).astype(np.float32)}
+    rows = np.array([1, 4])
+    g["W"][rows] = rng.normal(size=(2, 3))
+    return p, g, ({"W": rows} if sparse else None)
+
+
+def test_clip_global_norm():
+    g = {"a": np.array([3.0, 0.0], np.float32), "b": np.array([[4.0]], np.float32)}
+    assert clip_global_norm_(g, 10.0) == pytest.approx(5.0)
+    assert g["a"][0] == 3.0  # under the limit: untouched
+    assert clip_global_norm_(g, 1.0) == pytest.approx(5.0)
+    assert np.sqrt((g["a"] ** 2).sum() + (g["b"] ** 2).sum()) == pytest.approx(1.0)
+    assert g["a"].dtype == np.float32
+
+
+@pytest.mark.parametrize("cls", [SGD, Adagrad, Adam])
+def test_sparse_rows_match_dense(cls):
+    rng = np.random.default_rng(0)
+    p1, g1, rows = params_and_grads(rng)
+    p2, g2 = {k: v.copy() for k, v in p1.items()}, {k: v.copy() for k, v in g1.items()}
+    o1, o2 = cls(p1), cls(p2)
+    for _ in range(3):
+        a, b = {k: v.copy() for k, v in g1.items()}, {k: v.copy() for k, v in g2.items()}
+        assert clip_global_norm_(a, 0.5, rows) == pytest.approx(clip_global_norm_(b, 0.5))
+        o1.step(p1, a, 0.1, rows)
+        o2.step(p2, b, 0.1)
+    for k in p1:
+        np.testing.assert_allclose(p1[k], p2[k], rtol=1e-6)
+        assert p1[k].dtype == np.float32
+
+
+def test_sgd_step():
+    p, g = {"w": np.array([1.0, 2.0])}, {"w": np.array([0.5, -1.0])}
+    SGD(p).step(p, g, 0.1)
+    np.testing.assert_allclose(p["w"], [0.95, 2.1])
+
+
+def test_adam_first_step_moves_by_lr():
+    p, g = {"w": np.array([1.0, 2.0])}, {"w": np.array([0.5, -3.0])}
+    Adam(p).step(p, g, 0.01)
+    np.testing.assert_allclose(p["w"], [0.99, 2.01], rtol=1e-6)
+
+
+def test_adagrad_accumulates():
+    p = {"w": np.array([0.0])}
+    opt = Adagrad(p)
+    opt.step(p, {"w": np.array([2.0])}, 1.0)
+    opt.step(p, {"w": np.array([2.0])}, 1.0)
+    assert p["w"][0] == pytest.approx(-1.0 - 2.0 / np.sqrt(8.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adagrad, Adam])
+def test_state_dict_round_trip(cls):
+    rng = np.random.default_rng(1)
+    p, g, _ = params_and_grads(rng, sparse=False)
+    opt = cls(p)
+    opt.step(p, {k: v.copy() for k, v in g.items()}, 0.1)
+    fresh = cls({k: v.copy() for k, v in p.items()})
+    fresh.load_state_dict({k: v.copy() for k, v in opt.state_dict().items()})
+    pa, pb = {k: v.copy() for k, v in p.items()}, {k: v.copy() for k, v in p.items()}
+    opt.step(pa, {k: v.copy() for k, v in g.items()}, 0.1)
+    fresh.step(pb, {k: v.copy() for k, v in g.items()}, 0.1)
+    for k in p:
+        assert (pa[k] == pb[k]).all()
