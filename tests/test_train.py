@@ -1,0 +1,154 @@
+"""Training end to end: learning a known distribution, exact resume, interrupts, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_lm import checkpoint
+from lstm_lm.cli import main
+from lstm_lm.model import LanguageModel
+
+SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10", "--quiet"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_learns_a_markov_chain_to_its_true_perplexity(markov_corpus, tmp_path):
+    """A corpus drawn from a random order-1 chain: held-out perplexity within 5% of exp(H)."""
+    data, true_ppl = markov_corpus
+    out = tmp_path / "run"
+    r = invoke("train", "--data", data, "--layers", 1, "--hidden", 32, "--batch-size", 16, "--bptt", 20,
+               "--epochs", 2, "--optimizer", "adam", "--lr", 0.01, "--decay-after", 1, "--out", out, "--quiet")
+    assert r.exit_code == 0, r.output
+    r = invoke("eval", out, "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["tokens"] == 20_000  # every target of the test split, <eos> included
+    assert abs(result["ppl"] / true_ppl - 1) < 0.05, (result["ppl"], true_ppl)
+    r = invoke("sample", out, "--seed-text", "a b", "--length", 20, "--seed", 1)
+    assert r.exit_code == 0 and len(r.stdout.split()) == 22
+
+
+def arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != "meta"}
+
+
+@pytest.mark.parametrize("stop_at", [7, 30])  # mid-epoch, and across the epoch boundary (25 windows)
+def test_resume_is_bit_identical(tmp_path, stop_at):
+    rng = np.random.default_rng(0)
+    text = "\n".join(" ".join(rng.choice(list("abcdefg"), 12)) for _ in range(200)) + "\n"
+    (tmp_path / "train.txt").write_text(text)
+    (tmp_path / "valid.txt").write_text(text[:500])
+    common = ["--data", tmp_path, "--layers", 2, "--hidden", 8, "--batch-size", 4, "--bptt", 26,
+              "--epochs", 3, "--dropout", 0.3, "--optimizer", "adam", "--lr", 0.01, "--seed", 3, "--quiet"]
+    r = invoke("train", *common, "--max-steps", 40, "--out", tmp_path / "straight")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", *common, "--max-steps", stop_at, "--out", tmp_path / "split")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "--resume", tmp_path / "split", "--max-steps", 40, "--quiet")
+    assert r.exit_code == 0, r.output
+    a, b = arrays(tmp_path / "straight" / "last.npz"), arrays(tmp_path / "split" / "last.npz")
+    assert a.keys() == b.keys() and any(k.startswith("opt.") for k in a)
+    for k in a:
+        assert a[k].tobytes() == b[k].tobytes(), k
+    st = checkpoint.load(tmp_path / "split" / "last.npz").train_state
+    assert st["step"] == 40
+
+
+def test_interrupt_saves_and_says_how_to_resume(markov_corpus, tmp_path):
+    data, _ = markov_corpus
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "lstm_lm", "train", "--data", str(data), *SMALL,
+                             "--epochs", "50", "--eval-every", "5", "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "metrics.jsonl").exists() or \
+            not (out / "metrics.jsonl").read_text().strip():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"resume with: lstm-lm train --resume {out}" in err
+    assert "Traceback" not in err
+    st = checkpoint.load(out / "last.npz").train_state
+    assert st["step"] >= 5
+    r = invoke("train", "--resume", out, "--max-steps", st["step"] + 3)
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(out / "last.npz").train_state["step"] == st["step"] + 3
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(markov_corpus, tmp_path, monkeypatch):
+    data, _ = markov_corpus
+    real, calls = LanguageModel.loss_and_grads, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        r = real(self, *args, **kwargs)
+        calls["n"] += 1
+        return r._replace(loss=float("nan")) if calls["n"] == 25 else r
+    monkeypatch.setattr(LanguageModel, "loss_and_grads", poisoned)
+    out = tmp_path / "run"
+    r = invoke("train", "--data", data, *SMALL, "--eval-every", 10, "--out", out)
+    assert r.exit_code == 1
+    assert "loss became nan at step 25" in r.output and "Traceback" not in r.output
+    best = checkpoint.load(out / "best.npz")
+    assert best.train_state["step"] == 20
+    assert all(np.isfinite(p).all() for p in best.model.params.values())
+
+
+def test_run_directory_and_metrics(tiny_run):
+    assert {p.name for p in tiny_run.iterdir()} >= {"best.npz", "last.npz", "metrics.jsonl"}
+    lines = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    assert lines and set(lines[-1]) >= {"step", "epoch", "lr", "train_loss", "train_ppl", "valid_loss",
+                                        "valid_ppl", "tokens_per_s", "elapsed"}
+    assert lines[-1]["step"] == 60
+
+
+def test_json_progress(markov_corpus, tmp_path):
+    data, _ = markov_corpus
+    r = invoke("train", "--data", data, *SMALL, "--max-steps", 20, "--eval-every", 10, "--json",
+               "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["step"] for o in objs] == [10, 20]
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    before = (tiny_run / "last.npz").read_bytes()
+    r = invoke("train", "--data", tiny_run, "--out", tiny_run)
+    assert r.exit_code != 0
+    assert (tiny_run / "last.npz").read_bytes() == before
+
+
+def test_presets_and_overrides(markov_corpus, tmp_path):
+    data, _ = markov_corpus
+    r = invoke("train", "--preset", "seed", "--data", data, "--hidden", 12, "--max-steps", 2,
+               "--out", tmp_path / "run", "--quiet")
+    assert r.exit_code == 0, r.output
+    c = checkpoint.load(tmp_path / "run" / "last.npz")
+    assert (c.model.config.layers, c.model.config.hidden) == (1, 12)  # seed preset, hidden overridden
+    assert c.train_config.batch_size == 20
+
+
+def test_char_level_own_text(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog.\n" * 60
+    (tmp_path / "book.txt").write_text(text)
+    r = invoke("train", "--level", "char", "--train", tmp_path / "book.txt", *SMALL, "--max-steps", 30,
+               "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    r = invoke("eval", tmp_path / "run", "--split", "valid", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["bpc"] == pytest.approx(res["nll"] / np.log(2))
+    r = invoke("sample", tmp_path / "run", "--seed-text", "the qu€ick", "--length", 10, "--seed", 0)
+    assert r.exit_code == 0
+    assert "unknown tokens are skipped: '€'" in r.stderr
