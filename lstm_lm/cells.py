@@ -159,6 +159,176 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
     return da, dWh, (dh_next, dc)
 
 
+# ---------------------------------------------------------------------------------------
+# Vanilla RNN:  h = tanh([h, x] Wh + bh)
+
+class RNNCache(NamedTuple):
+    h: np.ndarray   # (T+1, B, H)  h[0] is the initial state
+    Wh: np.ndarray  # (H, H)
+
+
+def rnn_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray):
+    """xproj: (T, B, H); state0: (h0,), (B, H); Wh: (H, H). Returns hs (T, B, H), (hT,), cache."""
+    T, B, H = xproj.shape
+    h = np.empty((T + 1, B, H), xproj.dtype)
+    h[0] = state0[0]
+    for t in range(T):
+        np.matmul(h[t], Wh, out=h[t + 1])
+        h[t + 1] += xproj[t]
+        np.tanh(h[t + 1], out=h[t + 1])
+    return h[1:], (h[T],), RNNCache(h, Wh)
+
+
+def rnn_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: RNNCache):
+    """dhs: (T, B, H); dstate: (dhT,). Returns dxproj (T, B, H), dWh (H, H), (dh0,)."""
+    h, Wh = cache
+    T, B, H = dhs.shape
+    da = np.empty((T, B, H), h.dtype)
+    dh_next = np.zeros((B, H), h.dtype) if dstate[0] is None else dstate[0].astype(h.dtype, copy=True)
+    for t in reversed(range(T)):
+        d = da[t]
+        np.add(dhs[t], dh_next, out=d)
+        d *= 1 - h[t + 1] * h[t + 1]
+        np.matmul(d, Wh.T, out=dh_next)
+    dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, H)
+    return da, dWh, (dh_next,)
+
+
+# ---------------------------------------------------------------------------------------
+# GRU (Cho et al. 2014, reset before the matmul), columns [z | r | n]:
+#     z = s([h, x] Wz + bz)   r = s([h, x] Wr + br)   n = tanh([r * h, x] Wn + bn)
+#     h = (1 - z) * n + z * h_prev
+# n's h part acts on r * h, so each step does two GEMMs: h @ Wh[:, :2H], then (r h) @ Wh[:, 2H:].
+
+class GRUCache(NamedTuple):
+    h: np.ndarray    # (T+1, B, H)
+    act: np.ndarray  # (T, B, 3H)  z, r, n
+    rh: np.ndarray   # (T, B, H)   r * h_prev
+    Wh: np.ndarray   # (H, 3H)
+
+
+def gru_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray):
+    """xproj: (T, B, 3H); state0: (h0,), (B, H); Wh: (H, 3H). Returns hs (T, B, H), (hT,), cache."""
+    T, B, G = xproj.shape
+    H = G // 3
+    h = np.empty((T + 1, B, H), xproj.dtype)
+    act = np.empty_like(xproj)
+    rh = np.empty((T, B, H), xproj.dtype)
+    h[0] = state0[0]
+    for t in range(T):
+        a = act[t]
+        np.matmul(h[t], Wh[:, :2 * H], out=a[:, :2 * H])
+        a[:, :2 * H] += xproj[t, :, :2 * H]
+        sigmoid_(a[:, :2 * H])
+        z, r, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        np.multiply(r, h[t], out=rh[t])
+        np.matmul(rh[t], Wh[:, 2 * H:], out=n)
+        n += xproj[t, :, 2 * H:]
+        np.tanh(n, out=n)
+        # h = n + z * (h_prev - n)
+        np.subtract(h[t], n, out=h[t + 1])
+        h[t + 1] *= z
+        h[t + 1] += n
+    return h[1:], (h[T],), GRUCache(h, act, rh, Wh)
+
+
+def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCache):
+    """dhs: (T, B, H); dstate: (dhT,). Returns dxproj (T, B, 3H), dWh (H, 3H), (dh0,)."""
+    h, act, rh, Wh = cache
+    T, B, G = act.shape
+    H = G // 3
+    dt = act.dtype
+    da = np.empty_like(act)
+    dh = np.empty((B, H), dt)
+    drh = np.empty((B, H), dt)
+    dh_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
+    for t in reversed(range(T)):
+        a, d = act[t], da[t]
+        z, r, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        dz, dr, dn = d[:, :H], d[:, H:2 * H], d[:, 2 * H:]
+        np.add(dhs[t], dh_next, out=dh)
+        np.subtract(h[t], n, out=dz)
+        dz *= dh                       # dL/dz
+        np.subtract(1, z, out=dn)
+        dn *= dh                       # dL/dn
+        dn *= 1 - n * n                # through tanh
+        np.multiply(dh, z, out=dh_next)  # direct path z * h_prev
+        np.matmul(dn, Wh[:, 2 * H:].T, out=drh)
+        np.multiply(drh, h[t], out=dr)
+        drh *= r
+        dh_next += drh
+        d[:, :2 * H] *= a[:, :2 * H] * (1 - a[:, :2 * H])  # through the sigmoids
+        dh_next += d[:, :2 * H] @ Wh[:, :2 * H].T
+    dWh = np.empty_like(Wh)
+    dWh[:, :2 * H] = h[:-1].reshape(T * B, H).T @ da[:, :, :2 * H].reshape(T * B, 2 * H)
+    dWh[:, 2 * H:] = rh.reshape(T * B, H).T @ da[:, :, 2 * H:].reshape(T * B, H)
+    return da, dWh, (dh_next,)
+
+
+# ---------------------------------------------------------------------------------------
+# JANET, the forget-gate-only LSTM (van der Westhuizen & Lasenby 2018), columns [f | c]:
+#     s = [h, x] Wf + bf    g = tanh([h, x] Wc + bc)
+#     c = s(s) * c_prev + (1 - s(s - beta)) * g,   h = c
+
+JANET_BETA = 1.0
+
+
+class JANETCache(NamedTuple):
+    h: np.ndarray    # (T+1, B, H)  h = c
+    f: np.ndarray    # (T, B, H)    s(s)
+    f2: np.ndarray   # (T, B, H)    s(s - beta)
+    g: np.ndarray    # (T, B, H)
+    Wh: np.ndarray   # (H, 2H)
+
+
+def janet_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray, beta: float = JANET_BETA):
+    """xproj: (T, B, 2H); state0: (h0,), (B, H); Wh: (H, 2H). Returns hs (T, B, H), (hT,), cache."""
+    T, B, G = xproj.shape
+    H = G // 2
+    dt = xproj.dtype
+    h = np.empty((T + 1, B, H), dt)
+    a = np.empty((T, B, G), dt)
+    f2 = np.empty((T, B, H), dt)
+    h[0] = state0[0]
+    for t in range(T):
+        np.matmul(h[t], Wh, out=a[t])
+        a[t] += xproj[t]
+        np.subtract(a[t, :, :H], dt.type(beta), out=f2[t])
+        sigmoid_(f2[t])
+        sigmoid_(a[t, :, :H])
+        np.tanh(a[t, :, H:], out=a[t, :, H:])
+        f, g = a[t, :, :H], a[t, :, H:]
+        # c = f * c_prev + (1 - f2) * g = f * c_prev + g - f2 * g
+        np.multiply(f, h[t], out=h[t + 1])
+        h[t + 1] += g
+        h[t + 1] -= f2[t] * g
+    return h[1:], (h[T],), JANETCache(h, a[:, :, :H], f2, a[:, :, H:], Wh)
+
+
+def janet_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: JANETCache):
+    """dhs: (T, B, H); dstate: (dhT,). Returns dxproj (T, B, 2H), dWh (H, 2H), (dh0,)."""
+    h, f, f2, g, Wh = cache
+    T, B, H = dhs.shape
+    dt = h.dtype
+    da = np.empty((T, B, 2 * H), dt)
+    dc = np.empty((B, H), dt)
+    dc_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
+    for t in reversed(range(T)):
+        ds, dg = da[t, :, :H], da[t, :, H:]
+        np.add(dhs[t], dc_next, out=dc)
+        # ds = dc * (c_prev * f (1 - f) - g * f2 (1 - f2))
+        np.multiply(h[t], f[t] * (1 - f[t]), out=ds)
+        ds -= g[t] * f2[t] * (1 - f2[t])
+        ds *= dc
+        np.subtract(1, f2[t], out=dg)
+        dg *= dc
+        dg *= 1 - g[t] * g[t]
+        np.multiply(dc, f[t], out=dc_next)
+        dc_next += da[t] @ Wh.T
+    dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, 2 * H)
+    return da, dWh, (dc_next,)
+
+
 class Cell(NamedTuple):
     """What the model needs to know about a cell type."""
     gates: tuple[str, ...]  # names of the column blocks of W and b, in order
@@ -169,4 +339,49 @@ class Cell(NamedTuple):
 
 CELL_TYPES = {
     "lstm": Cell(("f", "i", "o", "c"), 2, lstm_forward, lstm_backward),
+    "gru": Cell(("z", "r", "n"), 1, gru_forward, gru_backward),
+    "rnn": Cell(("h",), 1, rnn_forward, rnn_backward),
+    "janet": Cell(("f", "c"), 1, janet_forward, janet_backward),
 }
+
+
+# ---------------------------------------------------------------------------------------
+# A recurrent layer over dense, batch-major input: the API for sequence regression,
+# conditioning on features, or stacking under other read-outs (see examples/).
+
+class LayerCache(NamedTuple):
+    x: np.ndarray       # (T, B, D) time-major view of the input
+    W: np.ndarray       # (H + D, G)
+    cell_cache: tuple
+    cell: Cell
+
+
+def layer_init(cell: str, D: int, H: int, rng: np.random.Generator, scale: float = 0.1,
+               dtype="float64") -> tuple[np.ndarray, np.ndarray]:
+    """Weights W (H + D, G) uniform in +-scale, rows [h; x], and zero biases b (G,)."""
+    G = len(CELL_TYPES[cell].gates) * H
+    return rng.uniform(-scale, scale, (H + D, G)).astype(dtype), np.zeros(G, dtype)
+
+
+def layer_forward(cell: str, x: np.ndarray, state0: tuple[np.ndarray, ...], W: np.ndarray, b: np.ndarray):
+    """Run a recurrent layer over a batch of sequences.
+
+    x: (B, T, D) float input; state0: the cell's state arrays, each (B, H) ((h, c) for the
+    LSTM, (h,) otherwise); W: (H + D, G), rows [h; x]; b: (G,).
+    Returns hs (B, T, H), the final state and the cache.
+    """
+    H = W.shape[0] - x.shape[2]
+    c = CELL_TYPES[cell]
+    xt = x.transpose(1, 0, 2)  # (T, B, D)
+    hs, stateT, cache = c.forward(linear_forward(xt, W[H:], b), state0, W[:H])
+    return hs.transpose(1, 0, 2), stateT, LayerCache(xt, W, cache, c)
+
+
+def layer_backward(dhs: np.ndarray, dstate: tuple, cache: LayerCache):
+    """dhs: (B, T, H) gradient on the outputs; dstate: gradients on the final state (None for
+    zero). Returns dx (B, T, D), dW (H + D, G), db (G,) and dstate0."""
+    x, W, cell_cache, c = cache
+    H = W.shape[0] - x.shape[2]
+    dxproj, dWh, dstate0 = c.backward(np.ascontiguousarray(dhs.transpose(1, 0, 2)), dstate, cell_cache)
+    dx, dWx = linear_backward(dxproj, x, W[H:])
+    return dx.transpose(1, 0, 2), np.concatenate([dWh, dWx]), dxproj.sum(axis=(0, 1)), dstate0

@@ -190,6 +190,7 @@ def _default_out(name: str) -> Path:
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True))
 @click.option("--init-scale", type=click.FloatRange(min=0, min_open=True))
 @click.option("--forget-bias", type=float)
+@click.option("--chrono", type=click.IntRange(min=3), help="JANET: chrono-initialise bf for dependencies up to T steps.")
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(DTYPES))
 @click.option("--max-steps", type=Pos, help="Stop at this optimisation step of the whole run.")
@@ -226,6 +227,7 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         level = train_opts.get("level", "word")
         source = data_source(level, data, train_file, valid_file, test_file, max_vocab, min_count)
         tc = TrainConfig(**train_opts)
+        ModelConfig(vocab_size=2, **model_opts)  # check the model options before loading any data
         corpus = load_data(ctx, source)
         for note in corpus.notes:
             ctx.err.print(f"[yellow]{note}[/]")

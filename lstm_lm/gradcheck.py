@@ -12,6 +12,8 @@ for the token rows of layer 0, rows of tokens in the window and rows of absent t
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from lstm_lm.config import ModelConfig
@@ -25,8 +27,24 @@ TOLERANCE = 1e-6  # largest relative error accepted
 FLOOR = 1e-5
 
 
-def _entries(shape, rng, n, rows=None):
-    """Up to n random index tuples of an array, optionally restricted to some rows."""
+def max_relative_error(loss: Callable[[], float], array: np.ndarray, grad: np.ndarray, entries) -> float:
+    """Largest relative error between `grad` and the numerical derivative of `loss()` with
+    respect to `array` (perturbed in place and restored) over the given index tuples."""
+    err = 0.0
+    for ix in entries:
+        old = array[ix]
+        at = []
+        for step in (2, 1, -1, -2):
+            array[ix] = old + step * EPS
+            at.append(loss())
+        array[ix] = old
+        num, ana = (8 * (at[1] - at[2]) - (at[0] - at[3])) / (12 * EPS), grad[ix]
+        err = max(err, abs(ana - num) / max(abs(ana) + abs(num), FLOOR))
+    return err
+
+
+def entries(shape, rng, n: int, rows=None) -> list[tuple]:
+    """Up to n random index tuples of an array (all of a small one), optionally within some rows."""
     size = int(np.prod(shape))
     if rows is None and size <= n:
         return list(np.ndindex(*shape))
@@ -60,30 +78,17 @@ def check_gradients(config: ModelConfig, batch_size: int = 2, bptt: int = 4, see
     H = config.hidden
     present, absent = np.unique(x) + H, np.setdiff1d(np.arange(V), x) + H
 
-    def worst(array: np.ndarray, grad: np.ndarray, idx) -> float:
-        err = 0.0
-        for ix in idx:
-            old = array[ix]
-            at = []
-            for step in (2, 1, -1, -2):
-                array[ix] = old + step * EPS
-                at.append(loss())
-            array[ix] = old
-            num, ana = (8 * (at[1] - at[2]) - (at[0] - at[3])) / (12 * EPS), grad[ix]
-            err = max(err, abs(ana - num) / max(abs(ana) + abs(num), FLOOR))
-        return err
-
     errors = {}
     for name, array in model.named_arrays().items():
         if name.startswith("l0.W"):  # token rows: some present in the window, some absent
-            idx = (_entries(array.shape, rng, samples, np.arange(H)) +
-                   _entries(array.shape, rng, samples, present) +
-                   _entries(array.shape, rng, max(1, samples // 3), absent if len(absent) else present))
+            idx = (entries(array.shape, rng, samples, np.arange(H)) +
+                   entries(array.shape, rng, samples, present) +
+                   entries(array.shape, rng, max(1, samples // 3), absent if len(absent) else present))
         else:
-            idx = _entries(array.shape, rng, samples)
-        errors[name] = worst(array, analytic[name], idx)
+            idx = entries(array.shape, rng, samples)
+        errors[name] = max_relative_error(loss, array, analytic[name], idx)
     for k, s in enumerate(state):
         for j, arr in enumerate(s):
             name = f"state.l{k}.{j}"
-            errors[name] = worst(arr, dstate[name], _entries(arr.shape, rng, samples))
+            errors[name] = max_relative_error(loss, arr, dstate[name], entries(arr.shape, rng, samples))
     return errors

@@ -59,8 +59,10 @@ class LanguageModel:
         params["by"] = np.zeros(V, dtype)
         model = cls(config, params)
         if "f" in model.cell.gates:
+            named = model.named_arrays()
             for k in range(config.layers):
-                model.named_arrays()[f"l{k}.bf"][...] = config.forget_bias
+                named[f"l{k}.bf"][...] = (np.log(rng.uniform(1, config.chrono - 1, H)) if config.chrono
+                                          else config.forget_bias)
         return model
 
     def named_arrays(self) -> dict[str, np.ndarray]:

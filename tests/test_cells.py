@@ -1,0 +1,116 @@
+"""GRU, vanilla RNN and JANET: the LSTM's checks for each, the layer API, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lstm_lm import checkpoint
+from lstm_lm.cells import layer_backward, layer_forward, layer_init
+from lstm_lm.cli import main
+from lstm_lm.config import ModelConfig
+from lstm_lm.gradcheck import TOLERANCE, check_gradients, entries, max_relative_error
+from lstm_lm.model import LanguageModel
+
+GATES = {"lstm": "fico", "gru": "zrn", "rnn": "h", "janet": "fc"}
+N_STATE = {"lstm": 2, "gru": 1, "rnn": 1, "janet": 1}
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
+@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.3)])
+def test_gradient_check(cell, layers, dropout):
+    errors = check_gradients(ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout, cell=cell),
+                             bptt=5, seed=layers)
+    expected = {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in GATES[cell]} | {"Wy", "by"} | \
+               {f"state.l{k}.0" for k in range(layers)}
+    assert set(errors) == expected
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def one_unit_model(cell, weights):
+    """A 1-unit, 2-token model; weights: gate -> (w_h, w_x for token 1, bias)."""
+    m = LanguageModel.init(ModelConfig(vocab_size=2, hidden=1, layers=1, cell=cell), np.random.default_rng(0),
+                           "float64")
+    A = m.named_arrays()
+    for g, (wh, wx, b) in weights.items():
+        A[f"l0.W{g}"][:, 0] = [wh, 0.0, wx]
+        A[f"l0.b{g}"][0] = b
+    return m
+
+
+sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
+def test_pinned_step_follows_the_equations(cell):
+    """One step from h0 = 0.5 on token 1, computed by hand from the issue's equations."""
+    w = {"z": (0.1, 0.2, 0.05), "r": (-0.3, 0.4, 0.05), "n": (0.5, -0.6, 0.05), "h": (0.7, 0.8, -0.1),
+         "f": (0.3, -0.2, 0.1), "c": (0.6, 0.9, -0.05)}
+    m = one_unit_model(cell, {g: w[g] for g in GATES[cell]})
+    h0 = 0.5
+    if cell == "rnn":
+        h = np.tanh(0.7 * h0 + 0.8 - 0.1)
+    elif cell == "gru":
+        z, r = sig(0.1 * h0 + 0.2 + 0.05), sig(-0.3 * h0 + 0.4 + 0.05)
+        n = np.tanh(0.5 * (r * h0) - 0.6 + 0.05)  # reset applied before the matmul
+        h = (1 - z) * n + z * h0
+    else:
+        s, g = 0.3 * h0 - 0.2 + 0.1, np.tanh(0.6 * h0 + 0.9 - 0.05)
+        h = sig(s) * h0 + (1 - sig(s - 1.0)) * g  # beta = 1
+    _, state = m.step(np.array([1]), [(np.array([[h0]]),)])
+    assert state[0][0][0, 0] == pytest.approx(h, abs=1e-14)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "janet"])
+def test_layer_api_gradients(cell):
+    """The dense, batch-major layer: gradients of every input, weight and initial state."""
+    rng = np.random.default_rng(1)
+    B, T, D, H = 2, 4, 3, 5
+    W, b = layer_init(cell, D, H, rng, 0.5)
+    b[...] = rng.uniform(-0.5, 0.5, b.shape)
+    x = rng.normal(size=(B, T, D))
+    state = tuple(rng.normal(size=(B, H)) for _ in range(N_STATE[cell]))
+    C, Cs = rng.normal(size=(B, T, H)), [rng.normal(size=(B, H)) for _ in state]
+
+    def loss():
+        hs, sT, _ = layer_forward(cell, x, state, W, b)
+        return float((hs * C).sum() + sum((s * c).sum() for s, c in zip(sT, Cs)))
+    hs, _, cache = layer_forward(cell, x, state, W, b)
+    assert hs.shape == (B, T, H)
+    dx, dW, db, dstate0 = layer_backward(C, tuple(Cs), cache)
+    for arr, grad in [(W, dW), (b, db), (x, dx), *zip(state, dstate0)]:
+        assert max_relative_error(loss, arr, grad, entries(arr.shape, rng, 40)) < TOLERANCE
+
+
+def test_chrono_initialisation():
+    m = LanguageModel.init(ModelConfig(vocab_size=5, hidden=50, layers=1, cell="janet", chrono=100),
+                           np.random.default_rng(0))
+    bf = m.named_arrays()["l0.bf"]
+    assert (bf >= 0).all() and (bf <= np.log(99) + 1e-6).all() and bf.std() > 0.3
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
+def test_cells_through_the_cli(cell, markov_corpus, tmp_path):
+    data, _ = markov_corpus
+    out = tmp_path / cell
+    r = CliRunner().invoke(main, ["train", "--data", str(data), "--cell", cell, "--layers", "2", "--hidden", "8",
+                                  "--max-steps", "15", "--batch-size", "8", "--bptt", "10", "--out", str(out),
+                                  "--quiet"])
+    assert r.exit_code == 0, r.output
+    c = checkpoint.load(out)
+    assert c.model.config.cell == cell
+    with np.load(out / "last.npz", allow_pickle=False) as z:
+        assert {f"l1.W{g}" for g in GATES[cell]} <= set(z.files)
+    r = CliRunner().invoke(main, ["eval", str(out), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["ppl"] > 1
+    r = CliRunner().invoke(main, ["sample", str(out), "--seed-text", "a", "--length", "5", "--seed", "0"])
+    assert r.exit_code == 0 and len(r.stdout.split()) == 6
+    r = CliRunner().invoke(main, ["bench", "--cell", cell, "--vocab", "50", "--hidden", "8", "--repeats", "2",
+                                  "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["cell"] == cell
+
+
+def test_chrono_needs_janet():
+    r = CliRunner().invoke(main, ["train", "--cell", "lstm", "--chrono", "50"])
+    assert r.exit_code != 0 and "--chrono needs --cell janet" in r.output
