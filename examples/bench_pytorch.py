@@ -9,21 +9,13 @@ steps and of evaluation windows. Run it in a separate venv with torch installed:
 
 import argparse
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-
-def median_rate(fn, tokens, warmup=3, repeats=10):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return tokens / statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # time it exactly as lstm-lm bench does
+from lstm_lm.bench import median_rate  # noqa: E402
 
 
 def main():
@@ -62,8 +54,8 @@ def main():
 
     print(json.dumps({"framework": f"torch {torch.__version__}", "threads": a.threads, "layers": a.layers,
                       "hidden": H, "vocab": V, "batch_size": B, "bptt": T,
-                      "train_tokens_per_s": round(median_rate(train_step, B * T, repeats=a.repeats), 1),
-                      "eval_tokens_per_s": round(median_rate(eval_step, B * T, repeats=a.repeats), 1)}))
+                      "train_tokens_per_s": round(median_rate(train_step, B * T, 3, a.repeats), 1),
+                      "eval_tokens_per_s": round(median_rate(eval_step, B * T, 3, a.repeats), 1)}))
 
 
 if __name__ == "__main__":

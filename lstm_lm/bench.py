@@ -19,7 +19,7 @@ from lstm_lm.model import LanguageModel
 from lstm_lm.optim import OPTIMIZERS, clip_global_norm_
 
 
-def _median_rate(fn, tokens: int, warmup: int, repeats: int) -> float:
+def median_rate(fn, tokens: int, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
     times = []
@@ -53,8 +53,8 @@ def bench(config: ModelConfig, batch_size: int = 20, bptt: int = 20, dtype: str 
     return {"cell": config.cell, "layers": config.layers, "hidden": config.hidden, "vocab": V,
             "batch_size": B, "bptt": T, "dtype": dtype, "optimizer": optimizer,
             "params": model.num_params(),
-            "train_tokens_per_s": round(_median_rate(train_step, B * T, warmup, repeats), 1),
-            "eval_tokens_per_s": round(_median_rate(eval_step, B * T, warmup, repeats), 1)}
+            "train_tokens_per_s": round(median_rate(train_step, B * T, warmup, repeats), 1),
+            "eval_tokens_per_s": round(median_rate(eval_step, B * T, warmup, repeats), 1)}
 
 
 def bench_literal(config: ModelConfig, bptt: int = 20, repeats: int = 3, seed: int = 0) -> dict:
@@ -74,5 +74,5 @@ def bench_literal(config: ModelConfig, bptt: int = 20, repeats: int = 3, seed: i
     return {"cell": "lstm (literal)", "layers": config.layers, "hidden": config.hidden, "vocab": V,
             "batch_size": 1, "bptt": T, "dtype": "float64", "optimizer": "sgd",
             "params": model.num_params(),
-            "train_tokens_per_s": round(_median_rate(train_step, T, 1, repeats), 1),
+            "train_tokens_per_s": round(median_rate(train_step, T, 1, repeats), 1),
             "eval_tokens_per_s": None}

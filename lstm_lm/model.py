@@ -13,14 +13,21 @@ connections only: the input of every layer above the first, and the input of the
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from lstm_lm import LMError
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
 from lstm_lm.losses import softmax_cross_entropy_
+
+# Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread:
+# threaded BLAS gains nothing on them, and when another process keeps the cores busy its
+# threads spin on each other (measured: 80x slower steps for a 1 x 128 model).
+SERIAL_BLAS_MACS = 8_000_000
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
 
@@ -42,6 +49,14 @@ class LanguageModel:
         self.grads = {k: np.zeros_like(p) for k, p in params.items()}  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
+        self._blas = ThreadpoolController()
+
+    def _time_loop_threads(self, B: int):
+        """Context for the time loop: one BLAS thread when its per-step GEMM is small."""
+        H, G = self.config.hidden, len(self.cell.gates) * self.config.hidden
+        if B * H * G < SERIAL_BLAS_MACS:
+            return self._blas.limit(limits=1, user_api="blas")
+        return contextlib.nullcontext()
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -126,7 +141,8 @@ class LanguageModel:
             else:
                 inp = hs if masks[k] is None else hs * masks[k]
                 xproj = linear_forward(inp, W[H:], b)
-            hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
+            with self._time_loop_threads(tokens.shape[1]):
+                hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
             final.append(tuple(s.copy() for s in stateT))
             caches.append((inp, cache))
         top = hs if masks[-1] is None else hs * masks[-1]
@@ -173,7 +189,8 @@ class LanguageModel:
         for k in reversed(range(self.config.layers)):
             inp, cache = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
-            dxproj, dWh, dstate0[k] = self.cell.backward(dhs, (None,) * self.cell.n_state, cache)
+            with self._time_loop_threads(B):
+                dxproj, dWh, dstate0[k] = self.cell.backward(dhs, (None,) * self.cell.n_state, cache)
             dW[:H] = dWh
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
