@@ -454,15 +454,15 @@ def gradcheck(layers, hidden, bptt, dropout, cell, vocab_size, seed):
 
 
 @main.command()
-@click.option("--preset", type=click.Choice([p for p in PRESETS if p != "char"]),
-              help="Take the model size, batch and bptt of a preset.")
+@click.option("--preset", type=click.Choice(list(PRESETS)),
+              help="Take the model size, batch and bptt of a preset (and V 50 for char).")
 @click.option("--cell", type=click.Choice(CELLS))
 @click.option("--layers", type=Pos)
 @click.option("--hidden", type=Pos)
 @click.option("--batch-size", type=Pos)
 @click.option("--bptt", type=Pos)
-@click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=10000, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--vocab", "vocab_size", type=click.IntRange(min=2), help="Vocabulary size (default 10,000).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Default: the preset's, else sgd.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--repeats", type=Pos, default=10, show_default=True)
 @click.option("--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow).")
@@ -475,6 +475,8 @@ def bench(preset, cell, layers, hidden, batch_size, bptt, vocab_size, optimizer,
     base = {**PRESETS["small"], **(PRESETS[preset] if preset else {})}
     layers, hidden = layers or base["layers"], hidden or base["hidden"]
     B, T = batch_size or base["batch_size"], bptt or base["bptt"]
+    vocab_size = vocab_size or (50 if base.get("level") == "char" else 10_000)
+    optimizer = optimizer or base.get("optimizer", "sgd")
     config = ModelConfig(vocab_size=vocab_size, hidden=hidden, layers=layers, cell=cell or "lstm")
     ctx.err.print(f"timing {config.cell} {layers} x {hidden}, V {vocab_size:,}, B {B}, T {T} ...")
     results = [run_bench(config, B, T, dtype, optimizer, repeats=repeats)]

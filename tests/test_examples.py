@@ -1,0 +1,39 @@
+"""Every example runs (smoke settings) and prints what it shows."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def run(name, *args, cwd=None):
+    out = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], capture_output=True,
+                         text=True, timeout=300, cwd=cwd)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_sin_to_cos(tmp_path):
+    out = run("sin_to_cos.py", "--steps", 150, cwd=tmp_path)
+    mse = [float(m) for m in re.findall(r"^\s*\d+\s+([\d.]+)$", out, re.M)]
+    assert mse[0] > 0.3 and mse[-1] < 0.1  # from chance (0.5) to well below it
+    assert "held-out wave" in out
+
+
+def test_conditional_captions():
+    out = run("conditional_captions.py", "--steps", 300)
+    err = float(re.search(r"largest relative error ([\d.e+-]+) \(ok\)", out).group(1))
+    assert err < 1e-6  # the projection h0 = feat W_proj + b_proj is gradient-checked
+    right = int(re.search(r"(\d+)/200 exact", out).group(1))
+    assert right > 40  # far above chance (1 in 32 combinations)
+    assert out.count("greedy '") == 4
+
+
+def test_train_on_your_text(tmp_path):
+    text = tmp_path / "poem.txt"
+    text.write_text("the rain in spain stays mainly in the plain\n" * 80)
+    out = run("train_on_your_text.py", text, "--minutes", 0.05, "--hidden", 32, "--seed-text", "the ")
+    assert "valid" in out and "bpc" in out
+    assert re.search(r"--- sample \(seed 'the ', temperature 0.8\) ---\nthe ", out)
