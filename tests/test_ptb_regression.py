@@ -1,0 +1,33 @@
+"""A change that breaks learning fails CI: 300 steps of the small preset on the real PTB.
+
+Calibrated on 2026-11-23: two runs of 300 steps (`lstm-lm train --preset small --max-steps 300`,
+and this test) reached valid perplexity 587 and 626: training is chaotic enough that the BLAS
+threading changes the result by several percent. An untrained model is at about 10,000 (the
+vocabulary size) and one that learns nothing useful stays above 1,000, so 750 separates them
+with room for rounding.
+"""
+
+import math
+
+import numpy as np
+
+from lstm_lm.config import PRESETS, ModelConfig, TrainConfig, resolve
+from lstm_lm.data import load_corpus
+from lstm_lm.model import LanguageModel
+from lstm_lm.train import evaluate, fit
+
+THRESHOLD = 750.0
+
+
+def test_small_preset_learns_ptb(ptb_dir):
+    corpus = load_corpus("word", data_dir=ptb_dir)
+    model_opts, train_opts = resolve("small", {"max_steps": 300})
+    tc = TrainConfig(**train_opts)
+    rng = np.random.default_rng(tc.seed)
+    model = LanguageModel.init(ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype)
+    assert evaluate(model, corpus.valid[:2000], 20, 20)[0] / 2000 > math.log(9000)  # starts near ln V
+    st = fit(model, corpus, tc, rng=rng)
+    assert st.step == 300
+    valid_ppl = math.exp(st.history[-1]["valid_loss"])
+    assert valid_ppl < THRESHOLD, valid_ppl
+    assert PRESETS["small"]["hidden"] == 200  # the preset the threshold was calibrated on
