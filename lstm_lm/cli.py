@@ -22,10 +22,14 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.table import Table
 
 from lstm_lm import LMError, __version__, checkpoint
+from lstm_lm.bench import bench as run_bench, bench_literal
 from lstm_lm.config import CELLS, DTYPES, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig, resolve
-from lstm_lm.data import Corpus, load_corpus
+from lstm_lm.data import EOS, Corpus, load_corpus, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
+from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.model import LanguageModel
+from lstm_lm.sampling import generate
+from lstm_lm.train import evaluate, fit
 
 LN2 = math.log(2)
 Pos = click.IntRange(min=1)
@@ -113,13 +117,13 @@ def data_source(level, data, train, valid, test, max_vocab, min_count) -> dict:
 class TrainView:
     """Renders training events: a progress bar per epoch, a line per evaluation, samples."""
 
-    def __init__(self, ctx: Ctx, vocab, tc: TrainConfig, as_json: bool, sample_rng):
-        self.ctx, self.vocab, self.tc, self.as_json, self.rng = ctx, vocab, tc, as_json, sample_rng
+    def __init__(self, ctx: Ctx, model: LanguageModel, vocab, tc: TrainConfig, as_json: bool, sample_rng):
+        self.ctx, self.model, self.vocab, self.tc = ctx, model, vocab, tc
+        self.as_json, self.rng = as_json, sample_rng
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=ctx.err,
                             transient=True)
         self.task = None
-        self.model = None
 
     def __call__(self, ev):
         st = ev.state
@@ -141,12 +145,10 @@ class TrainView:
                                f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min")
         elif ev.kind == "epoch_end":
             self.stop_bar()
-            if self.model is not None:
-                from lstm_lm.sampling import generate
-                seed = np.array([self.vocab.stoi.get("<eos>", 0)])
-                n = 200 if self.vocab.level == "char" else 30
-                text = self.vocab.decode(list(generate(self.model, seed, n, self.rng, top_k=None)))
-                self.ctx.err.print(f"[dim]sample: {text.strip()}[/]")
+            seed = np.array([self.vocab.stoi.get(EOS, 0)])
+            n = 200 if self.vocab.level == "char" else 30
+            text = self.vocab.decode(list(generate(self.model, seed, n, self.rng)))
+            self.ctx.err.print(f"[dim]sample: {text.strip()}[/]")
         elif ev.kind == "end":
             self.stop_bar()
 
@@ -165,8 +167,8 @@ def _default_out(name: str) -> Path:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named configuration (default: small); "
-              "explicit options override it.")
+@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named configuration (default: small, or "
+              "char with --level char); explicit options override it.")
 @click.option("--level", type=click.Choice(["word", "char"]), help="Token level (default: word).")
 @click.option("--data", type=click.Path(path_type=Path), help="Directory with train.txt, valid.txt, test.txt "
               "(or ptb.*.txt). Default: PTB, downloaded on first use.")
@@ -223,7 +225,8 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         out = out or checkpoint.resolve_path(resume, "last.npz").parent
         ctx.err.print(f"resuming {out} at step {ckpt.train_state['step']:,} (epoch {ckpt.train_state['epoch']})")
     else:
-        model_opts, train_opts = resolve(preset, {**options, "level": level})
+        model_opts, train_opts = resolve(preset or ("char" if level == "char" else "small"),
+                                         {**options, "level": level})
         level = train_opts.get("level", "word")
         source = data_source(level, data, train_file, valid_file, test_file, max_vocab, min_count)
         tc = TrainConfig(**train_opts)
@@ -251,9 +254,7 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         stop["asked"] = True
         ctx.err.print("[yellow]stopping after this step and saving (Ctrl-C again to abort without saving)[/]")
 
-    from lstm_lm.train import fit
-    view = TrainView(ctx, corpus.vocab, tc, as_json, np.random.default_rng(tc.seed + 1))
-    view.model = model
+    view = TrainView(ctx, model, corpus.vocab, tc, as_json, np.random.default_rng(tc.seed + 1))
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         st = fit(model, corpus, tc, run_dir=out, data_source=source, resume=ckpt, rng=rng,
@@ -291,8 +292,6 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
 @run_library
 def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
-    from lstm_lm.data import read_text
-    from lstm_lm.train import evaluate
     ctx = Ctx()
     c = checkpoint.load(ckpt)
     if text_file is not None:
@@ -345,8 +344,6 @@ def warn_unknown(ctx: Ctx, vocab, unknown: list[str]) -> None:
 @run_library
 def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, seed):
     """Prime with text, then generate."""
-    from lstm_lm.data import EOS, read_text
-    from lstm_lm.sampling import generate
     ctx = Ctx()
     c = checkpoint.load(ckpt)
     if seed_text is not None and seed_file is not None:
@@ -435,7 +432,6 @@ def learning_curve(history: list[dict], width: int = 40) -> str:
 @run_library
 def gradcheck(layers, hidden, bptt, dropout, cell, vocab_size, seed):
     """Check the hand-written backward against numerical gradients (float64)."""
-    from lstm_lm.gradcheck import TOLERANCE, check_gradients
     ctx = Ctx()
     config = ModelConfig(vocab_size=vocab_size, hidden=hidden, layers=layers, cell=cell, dropout=dropout)
     errors = check_gradients(config, bptt=bptt, seed=seed)
@@ -470,7 +466,6 @@ def gradcheck(layers, hidden, bptt, dropout, cell, vocab_size, seed):
 @run_library
 def bench(preset, cell, layers, hidden, batch_size, bptt, vocab_size, optimizer, dtype, repeats, literal, as_json):
     """Training and evaluation tokens/s on synthetic PTB-shaped data (default: 2 x 200, B 20, T 20)."""
-    from lstm_lm.bench import bench as run_bench, bench_literal
     ctx = Ctx()
     base = {**PRESETS["small"], **(PRESETS[preset] if preset else {})}
     layers, hidden = layers or base["layers"], hidden or base["hidden"]
