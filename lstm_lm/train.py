@@ -178,12 +178,12 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
         loss_sum += r.loss * x.size
         loss_n += x.size
         emit(Event("step", st, lr, loss=r.loss, windows=n_windows))
-        if st.window == n_windows:
-            run_eval(lr)
-            emit(Event("epoch_end", st, lr, windows=n_windows))
+        if st.window == n_windows:  # the next epoch starts afresh: checkpoints saved now resume there
             st.epoch += 1
             st.window = 0
             hidden = model.init_state(B)
+            run_eval(lr)
+            emit(Event("epoch_end", st, lr, windows=n_windows))
             save("last.npz")
         elif tc.eval_every and st.step % tc.eval_every == 0:
             run_eval(lr)

@@ -65,6 +65,19 @@ def test_resume_is_bit_identical(tmp_path, stop_at):
     assert st["step"] == 40
 
 
+def test_resume_from_best_saved_at_an_epoch_end(tmp_path):
+    (tmp_path / "train.txt").write_text("a b c d e f g\n" * 150)
+    (tmp_path / "valid.txt").write_text("a b c d e f g\n" * 10)
+    out = tmp_path / "run"
+    r = invoke("train", "--data", tmp_path, *SMALL, "--epochs", 3, "--max-steps", 15, "--out", out)  # 15 windows per epoch
+    assert r.exit_code == 0, r.output
+    best = checkpoint.load(out / "best.npz").train_state
+    assert (best["epoch"], best["window"]) == (2, 0)  # saved at the epoch end: resumes at the next
+    r = invoke("train", "--resume", out / "best.npz", "--max-steps", 20, "--out", tmp_path / "again")
+    assert r.exit_code == 0, r.output
+    assert checkpoint.load(tmp_path / "again" / "last.npz").train_state["step"] == 20
+
+
 def test_interrupt_saves_and_says_how_to_resume(markov_corpus, tmp_path):
     data, _ = markov_corpus
     out = tmp_path / "run"
