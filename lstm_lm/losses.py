@@ -1,22 +1,19 @@
 """Softmax cross-entropy over the vocabulary, computed in place on the logits buffer.
 
 N target positions, V vocabulary. Log-softmax is shifted by each row's max, so large
-logits neither overflow nor warn.
+logits neither overflow nor warn. NumPy's float32 exp is scalar on many CPUs (~3 ns per
+element, 4M elements for a 400-token window over 10,000 words) and releases the GIL, so
+`pool` can spread the rows over threads while the BLAS threads are idle.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
+
 import numpy as np
 
 
-def softmax_cross_entropy_(logits: np.ndarray, targets: np.ndarray, dscale: float | None):
-    """Negative log-likelihood of `targets` under softmax(logits).
-
-    logits: (N, V), overwritten; targets: (N,) int ids.
-    Returns nll: (N,) float64 per position. If `dscale` is given, logits is left holding
-    dscale * d(sum of nll)/d(logits) = dscale * (softmax - onehot), the gradient the
-    caller wants (dscale = 1/N for the mean); otherwise it holds garbage.
-    """
+def _rows(logits: np.ndarray, targets: np.ndarray, dscale: float | None) -> np.ndarray:
     rows = np.arange(len(targets))
     logits -= logits.max(axis=1, keepdims=True)
     target_logit = logits[rows, targets].astype(np.float64)
@@ -27,3 +24,21 @@ def softmax_cross_entropy_(logits: np.ndarray, targets: np.ndarray, dscale: floa
         logits *= (dscale / total).astype(logits.dtype)
         logits[rows, targets] -= logits.dtype.type(dscale)
     return nll
+
+
+def softmax_cross_entropy_(logits: np.ndarray, targets: np.ndarray, dscale: float | None,
+                           pool: Executor | None = None, chunks: int = 1) -> np.ndarray:
+    """Negative log-likelihood of `targets` under softmax(logits).
+
+    logits: (N, V), overwritten; targets: (N,) int ids.
+    Returns nll: (N,) float64 per position. If `dscale` is given, logits is left holding
+    dscale * d(sum of nll)/d(logits) = dscale * (softmax - onehot), the gradient the
+    caller wants (dscale = 1/N for the mean); otherwise it holds garbage.
+    With a pool, the rows are processed in `chunks` blocks on its threads (same result).
+    """
+    if pool is None or chunks < 2 or len(targets) < 2 * chunks:
+        return _rows(logits, targets, dscale)
+    cuts = np.linspace(0, len(targets), chunks + 1).astype(int)
+    parts = pool.map(lambda i: _rows(logits[cuts[i]:cuts[i + 1]], targets[cuts[i]:cuts[i + 1]], dscale),
+                     range(chunks))
+    return np.concatenate(list(parts))

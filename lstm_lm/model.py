@@ -14,6 +14,8 @@ connections only: the input of every layer above the first, and the input of the
 from __future__ import annotations
 
 import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +52,8 @@ class LanguageModel:
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
         self._blas = ThreadpoolController()
+        self._threads = min(4, os.cpu_count() or 1)  # for the softmax rows (see losses.py)
+        self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
 
     def _time_loop_threads(self, B: int):
         """Context for the time loop: one BLAS thread when its per-step GEMM is small."""
@@ -177,7 +181,7 @@ class LanguageModel:
         top2 = top.reshape(N, H)
         logits = np.matmul(top2, Wy, out=self._logits_buffer(N))  # (N, V)
         logits += self.params["by"]
-        nll = softmax_cross_entropy_(logits, y.T.ravel(), dscale=scale / N)
+        nll = softmax_cross_entropy_(logits, y.T.ravel(), scale / N, self._pool, self._threads)
         dlogits = logits
         np.matmul(top2.T, dlogits, out=g["Wy"])
         np.sum(dlogits, axis=0, out=g["by"])
@@ -211,7 +215,7 @@ class LanguageModel:
         B, T = x.shape
         logits = np.matmul(top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T))
         logits += self.params["by"]
-        return float(softmax_cross_entropy_(logits, y.T.ravel(), dscale=None).sum()), final
+        return float(softmax_cross_entropy_(logits, y.T.ravel(), None, self._pool, self._threads).sum()), final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""

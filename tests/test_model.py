@@ -137,3 +137,18 @@ def test_state_is_carried_between_windows():
     a = m.loss_and_grads(x[:, :5], y[:, :5], m.init_state(2))
     b = m.loss_and_grads(x[:, 5:], y[:, 5:], a.state)
     assert (a.loss * 5 + b.loss * 3) / 8 == pytest.approx(whole, abs=1e-12)
+
+
+def test_threaded_softmax_is_identical():
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (37, 50)).astype(np.float32)
+    targets = rng.integers(0, 50, 37)
+    a, b = logits.copy(), logits.copy()
+    with ThreadPoolExecutor(3) as pool:
+        nll_threaded = softmax_cross_entropy_(a, targets, 0.5, pool, chunks=3)
+    nll = softmax_cross_entropy_(b, targets, 0.5)
+    assert (nll == nll_threaded).all() and (a == b).all()
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.testing.assert_allclose(nll, -np.log(p[np.arange(37), targets]), rtol=1e-5)
