@@ -143,7 +143,7 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
     optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
     n_state = model.cell.n_state
     state = None
-    if f"state.l0.0" in arrays:
+    if "state.l0.0" in arrays:
         state = [tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(n_state))
                  for k in range(config.layers)]
     return Checkpoint(model, vocab, train_config, meta, optimizer, state)

@@ -192,7 +192,8 @@ def _default_out(name: str) -> Path:
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True))
 @click.option("--init-scale", type=click.FloatRange(min=0, min_open=True))
 @click.option("--forget-bias", type=float)
-@click.option("--chrono", type=click.IntRange(min=3), help="JANET: chrono-initialise bf for dependencies up to T steps.")
+@click.option("--chrono", type=click.IntRange(min=3),
+              help="JANET: chrono-initialise bf for dependencies up to T steps.")
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(DTYPES))
 @click.option("--max-steps", type=Pos, help="Stop at this optimisation step of the whole run.")
@@ -213,8 +214,9 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         given = {k: v for k, v in options.items() if v is not None}
         fixed = set(given) - {"epochs", "max_steps", "max_tokens", "eval_every"}
         if fixed or preset or level:
-            raise click.UsageError(f"--resume continues the saved configuration; only --epochs, --max-steps, "
-                                   f"--max-tokens, --eval-every may change (got {', '.join(sorted(fixed)) or preset or level})")
+            got = ", ".join(sorted(fixed)) or preset or level
+            raise click.UsageError("--resume continues the saved configuration; only --epochs, --max-steps, "
+                                   f"--max-tokens, --eval-every may change (got {got})")
         tc = dataclasses.replace(ckpt.train_config, **given)
         source = ckpt.meta["data"]
         corpus = load_data(ctx, source)
@@ -301,7 +303,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     else:
         corpus = load_data(ctx, c.meta["data"])
         if corpus.vocab != c.vocab:
-            raise LMError(f"the vocabulary of the data does not match the checkpoint's; evaluate with --file")
+            raise LMError("the vocabulary of the data does not match the checkpoint's; evaluate with --file")
         ids = getattr(corpus, split)
         if ids is None:
             raise LMError(f"the run's data has no {split} split; use --split valid or --file FILE")

@@ -69,7 +69,8 @@ def test_resume_from_best_saved_at_an_epoch_end(tmp_path):
     (tmp_path / "train.txt").write_text("a b c d e f g\n" * 150)
     (tmp_path / "valid.txt").write_text("a b c d e f g\n" * 10)
     out = tmp_path / "run"
-    r = invoke("train", "--data", tmp_path, *SMALL, "--epochs", 3, "--max-steps", 15, "--out", out)  # 15 windows per epoch
+    # 1,200 tokens in 8 streams of 150: 15 windows of 10 per epoch
+    r = invoke("train", "--data", tmp_path, *SMALL, "--epochs", 3, "--max-steps", 15, "--out", out)
     assert r.exit_code == 0, r.output
     best = checkpoint.load(out / "best.npz").train_state
     assert (best["epoch"], best["window"]) == (2, 0)  # saved at the epoch end: resumes at the next
