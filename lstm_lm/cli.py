@@ -411,13 +411,12 @@ def info(ckpt):
 
 
 def learning_curve(history: list[dict], width: int = 40) -> str:
-    """Valid perplexity by evaluation as horizontal bars (log scale)."""
+    """Valid perplexity by evaluation as horizontal bars, proportional to perplexity."""
     ppl = [h["valid_ppl"] for h in history]
-    lo, hi = math.log(min(ppl)), math.log(max(ppl))
+    top = max(ppl)
     lines = ["valid perplexity by epoch"]
     for h, p in zip(history, ppl):
-        n = 1 + int((width - 1) * ((math.log(p) - lo) / (hi - lo) if hi > lo else 1))
-        lines.append(f"  {h['epoch']:6.2f}  {p:10,.2f}  {'█' * n}")
+        lines.append(f"  {h['epoch']:6.2f}  {p:10,.2f}  {'█' * max(1, round(width * p / top))}")
     return "\n".join(lines)
 
 
