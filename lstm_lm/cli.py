@@ -189,6 +189,8 @@ def _default_out(name: str) -> Path:
 @click.option("--decay-after", type=click.IntRange(min=0), help="Epochs at constant lr before decay.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS))
 @click.option("--clip", type=click.FloatRange(min=0), help="Max global gradient norm (0: off).")
+@click.option("--token-lr-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Learning-rate multiplier for the one-hot token rows (SGD).")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True))
 @click.option("--init-scale", type=click.FloatRange(min=0, min_open=True))
 @click.option("--forget-bias", type=float)

@@ -208,6 +208,12 @@ class LanguageModel:
         touched = np.concatenate([np.arange(H), H + self._token_rows])
         return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched})
 
+    def scale_token_grads_(self, grads: dict[str, np.ndarray], factor: float) -> None:
+        """Multiply the gradient of the token rows of layer 0 (those the last window used) by
+        `factor`: a learning-rate multiplier for them under SGD."""
+        if factor != 1.0:
+            grads["l0.W"][self.config.hidden + self._token_rows] *= self.dtype.type(factor)
+
     def nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """Evaluation (no dropout, no gradients): summed NLL over the window's B*T targets
         (nats, float64) and the final state."""

@@ -166,6 +166,7 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
         if not (math.isfinite(r.loss) and math.isfinite(norm)):
             raise Diverged(f"the loss became {'nan' if math.isnan(r.loss * norm) else 'inf'} at step {st.step + 1}; "
                            "training stopped and the saved checkpoints were kept; try a lower --lr or --clip")
+        model.scale_token_grads_(r.grads, tc.token_lr_scale)
         optimizer.step(model.params, r.grads, lr, r.rows)
         hidden = r.state
         dt = time.perf_counter() - t0
