@@ -185,10 +185,13 @@ def rnn_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: RNNCa
     T, B, H = dhs.shape
     da = np.empty((T, B, H), h.dtype)
     dh_next = np.zeros((B, H), h.dtype) if dstate[0] is None else dstate[0].astype(h.dtype, copy=True)
+    tmp = np.empty((B, H), h.dtype)
     for t in reversed(range(T)):
         d = da[t]
         np.add(dhs[t], dh_next, out=d)
-        d *= 1 - h[t + 1] * h[t + 1]
+        np.multiply(h[t + 1], h[t + 1], out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        d *= tmp                       # through tanh
         np.matmul(d, Wh.T, out=dh_next)
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, H)
     return da, dWh, (dh_next,)
@@ -242,6 +245,7 @@ def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCa
     dh = np.empty((B, H), dt)
     drh = np.empty((B, H), dt)
     dh_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
+    tmp, dsig = np.empty((B, H), dt), np.empty((B, 2 * H), dt)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
         z, r, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
@@ -251,14 +255,19 @@ def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCa
         dz *= dh                       # dL/dz
         np.subtract(1, z, out=dn)
         dn *= dh                       # dL/dn
-        dn *= 1 - n * n                # through tanh
+        np.multiply(n, n, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dn *= tmp                      # through tanh
         np.multiply(dh, z, out=dh_next)  # direct path z * h_prev
         np.matmul(dn, Wh[:, 2 * H:].T, out=drh)
         np.multiply(drh, h[t], out=dr)
         drh *= r
         dh_next += drh
-        d[:, :2 * H] *= a[:, :2 * H] * (1 - a[:, :2 * H])  # through the sigmoids
-        dh_next += d[:, :2 * H] @ Wh[:, :2 * H].T
+        np.subtract(1, a[:, :2 * H], out=dsig)
+        dsig *= a[:, :2 * H]
+        d[:, :2 * H] *= dsig           # through the sigmoids
+        np.matmul(d[:, :2 * H], Wh[:, :2 * H].T, out=tmp)
+        dh_next += tmp
     dWh = np.empty_like(Wh)
     dWh[:, :2 * H] = h[:-1].reshape(T * B, H).T @ da[:, :, :2 * H].reshape(T * B, 2 * H)
     dWh[:, 2 * H:] = rh.reshape(T * B, H).T @ da[:, :, 2 * H:].reshape(T * B, H)
@@ -290,6 +299,7 @@ def janet_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray, 
     a = np.empty((T, B, G), dt)
     f2 = np.empty((T, B, H), dt)
     h[0] = state0[0]
+    tmp = np.empty((B, H), dt)
     for t in range(T):
         np.matmul(h[t], Wh, out=a[t])
         a[t] += xproj[t]
@@ -301,7 +311,8 @@ def janet_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray, 
         # c = f * c_prev + (1 - f2) * g = f * c_prev + g - f2 * g
         np.multiply(f, h[t], out=h[t + 1])
         h[t + 1] += g
-        h[t + 1] -= f2[t] * g
+        np.multiply(f2[t], g, out=tmp)
+        h[t + 1] -= tmp
     return h[1:], (h[T],), JANETCache(h, a[:, :, :H], f2, a[:, :, H:], Wh)
 
 
@@ -313,18 +324,28 @@ def janet_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: JAN
     da = np.empty((T, B, 2 * H), dt)
     dc = np.empty((B, H), dt)
     dc_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
+    tmp, tmp2 = np.empty((B, H), dt), np.empty((B, H), dt)
     for t in reversed(range(T)):
         ds, dg = da[t, :, :H], da[t, :, H:]
         np.add(dhs[t], dc_next, out=dc)
         # ds = dc * (c_prev * f (1 - f) - g * f2 (1 - f2))
-        np.multiply(h[t], f[t] * (1 - f[t]), out=ds)
-        ds -= g[t] * f2[t] * (1 - f2[t])
+        np.subtract(1, f[t], out=tmp)
+        tmp *= f[t]
+        np.multiply(h[t], tmp, out=ds)
+        np.subtract(1, f2[t], out=tmp)
+        tmp *= f2[t]
+        tmp *= g[t]
+        ds -= tmp
         ds *= dc
+        # dg = dc * (1 - f2) * (1 - g^2)
         np.subtract(1, f2[t], out=dg)
         dg *= dc
-        dg *= 1 - g[t] * g[t]
+        np.multiply(g[t], g[t], out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dg *= tmp
         np.multiply(dc, f[t], out=dc_next)
-        dc_next += da[t] @ Wh.T
+        np.matmul(da[t], Wh.T, out=tmp2)
+        dc_next += tmp2
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, 2 * H)
     return da, dWh, (dc_next,)
 
