@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # time it exactly as lstm-lm bench does
-from lstm_lm.bench import median_rate  # noqa: E402
+from lstm_lm.timing import median_rate  # noqa: E402
 
 
 def main():

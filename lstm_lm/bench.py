@@ -8,26 +8,13 @@ one-hot formulation (lstm_lm.literal) can be timed beside it as the baseline.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 
 from lstm_lm.config import ModelConfig
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import OPTIMIZERS, clip_global_norm_
-
-
-def median_rate(fn, tokens: int, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return tokens / statistics.median(times)
+from lstm_lm.timing import median_rate
 
 
 def bench(config: ModelConfig, batch_size: int = 20, bptt: int = 20, dtype: str = "float32",

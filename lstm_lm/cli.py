@@ -397,9 +397,11 @@ def info(ckpt):
             ("vocabulary", f"{len(c.vocab):,} ({c.vocab.level} level{', PTB chars' if c.vocab.ptb_chars else ''})"),
             ("parameters", f"{c.model.num_params():,}"),
             ("training", f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
-                         f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, seed {tc.seed}"),
-            ("progress", f"step {st['step']:,}, epoch {min(st['epoch'], tc.epochs)}/{tc.epochs}, "
-                         f"{st['tokens']:,} tokens, {st['elapsed'] / 60:.1f} min"),
+                         f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, seed {tc.seed}"
+                         + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else "")),
+            ("progress", f"step {st['step']:,}, {st['epoch'] - 1} of {tc.epochs} epochs done"
+                         + (f" and {st['window']:,} windows" if st["window"] else "")
+                         + f", {st['tokens']:,} tokens, {st['elapsed'] / 60:.1f} min"),
             ("best valid ppl", f"{math.exp(st['best_valid']):,.2f}" +
              (f" ({st['best_valid'] / LN2:.3f} bpc)" if c.vocab.level == "char" else "")
              if st["best_valid"] is not None and math.isfinite(st["best_valid"]) else "-"),
