@@ -64,15 +64,21 @@ def main():
 
 def ensure_ptb(ctx: Ctx, dest: Path = DEFAULT_DEST, mirror: str | None = None) -> Path:
     """Fetch PTB into dest unless it is already there and verified, with a progress bar."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=ctx.err, transient=True) as bar:
-        tasks = {}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=ctx.err, transient=True)
+    tasks = {}
 
-        def progress(name, done, total):
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
+    def progress(name, done, total):
+        if not tasks:
+            bar.start()  # only once something is fetched: nothing to draw otherwise
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.update(tasks[name], completed=done)
+    try:
         return fetch_ptb(dest, mirror, log=lambda m: ctx.err.print(m), progress=progress)
+    finally:
+        if tasks:
+            bar.stop()
 
 
 @main.command()
