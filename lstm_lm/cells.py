@@ -30,13 +30,16 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Input projections: the [x] part of [h, x] W, for all T steps at once.
 
-def embed_forward(tokens: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
+def embed_forward(tokens: np.ndarray, Wx: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """One-hot input without the one-hot: x W = W[token].
 
-    tokens: (T, B) int ids; Wx: (V, G) the x rows of W; b: (G,).
+    tokens: (T, B) int ids; Wx: (V, G) the x rows of W; b: (G,); mask: (T, B, G) dropout
+    on the token's contribution (not on the bias), or None.
     Returns xproj: (T, B, G).
     """
     xproj = Wx[tokens]
+    if mask is not None:
+        xproj *= mask
     xproj += b
     return xproj
 

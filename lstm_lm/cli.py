@@ -197,7 +197,10 @@ def _default_out(name: str) -> Path:
 @click.option("--clip", type=click.FloatRange(min=0), help="Max global gradient norm (0: off).")
 @click.option("--token-lr-scale", type=click.FloatRange(min=0, min_open=True),
               help="Learning-rate multiplier for the one-hot token rows (SGD).")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True))
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout on the input of every layer above the first and of the softmax.")
+@click.option("--input-dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout on the one-hot token's rows of layer 0 (an embedding's dropout).")
 @click.option("--init-scale", type=click.FloatRange(min=0, min_open=True))
 @click.option("--forget-bias", type=float)
 @click.option("--chrono", type=click.IntRange(min=3),
@@ -254,7 +257,8 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
     c = model.config
     ctx.err.print(f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, {model.num_params():,} parameters; "
                   f"{len(corpus.train):,} training tokens; batch {tc.batch_size} x bptt {tc.bptt}, "
-                  f"{tc.optimizer} lr {tc.lr:g}, dropout {c.dropout:g} -> {out}")
+                  f"{tc.optimizer} lr {tc.lr:g}, dropout {c.dropout:g}"
+                  + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "") + f" -> {out}")
 
     stop = {"asked": False}
 
@@ -399,7 +403,8 @@ def info(ckpt):
     table = Table(title=str(checkpoint.resolve_path(ckpt)), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    rows = [("model", f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}, init ±{m.init_scale:g}"),
+    rows = [("model", f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
+                      + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "") + f", init ±{m.init_scale:g}"),
             ("vocabulary", f"{len(c.vocab):,} ({c.vocab.level} level{', PTB chars' if c.vocab.ptb_chars else ''})"),
             ("parameters", f"{c.model.num_params():,}"),
             ("training", f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
@@ -437,16 +442,19 @@ def learning_curve(history: list[dict], width: int = 40) -> str:
 @click.option("--hidden", type=Pos, default=6, show_default=True)
 @click.option("--bptt", type=Pos, default=5, show_default=True)
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option("--input-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
 @click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True)
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_library
-def gradcheck(layers, hidden, bptt, dropout, cell, vocab_size, seed):
+def gradcheck(layers, hidden, bptt, dropout, input_dropout, cell, vocab_size, seed):
     """Check the hand-written backward against numerical gradients (float64)."""
     ctx = Ctx()
-    config = ModelConfig(vocab_size=vocab_size, hidden=hidden, layers=layers, cell=cell, dropout=dropout)
+    config = ModelConfig(vocab_size=vocab_size, hidden=hidden, layers=layers, cell=cell, dropout=dropout,
+                         input_dropout=input_dropout)
     errors = check_gradients(config, bptt=bptt, seed=seed)
-    table = Table(title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, dropout {dropout:g}")
+    table = Table(title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, dropout {dropout:g}"
+                  + (f", input dropout {input_dropout:g}" if input_dropout else ""))
     table.add_column("array")
     table.add_column("max relative error", justify="right")
     table.add_column("")

@@ -22,6 +22,7 @@ class ModelConfig:
     layers: int = 2
     cell: str = "lstm"
     dropout: float = 0.0      # on non-recurrent connections (Zaremba et al. 2014)
+    input_dropout: float = 0.0  # on the token rows of layer 0 (the one-hot input's analogue)
     init_scale: float = 0.1   # weights uniform in +-init_scale
     forget_bias: float = 0.0  # initial bf (TF's BasicLSTMCell uses 1.0)
     chrono: int = 0           # JANET: bf ~ log U(1, chrono - 1) (Tallec & Ollivier 2018); 0 = off
@@ -32,6 +33,7 @@ class ModelConfig:
         _check(self.layers >= 1, "--layers must be at least 1")
         _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}")
         _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
+        _check(0.0 <= self.input_dropout < 1.0, "--input-dropout must be in [0, 1)")
         _check(self.init_scale > 0, "--init-scale must be positive")
         _check(self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
                "--chrono needs --cell janet and a value of at least 3")

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from lstm_lm.cells import CELL_TYPES
+
 GATES = ("f", "i", "c", "o")
+PACKED = CELL_TYPES["lstm"].gates  # order of the gate blocks in the columns of masks[0]
 
 
 def _sigmoid(a):
@@ -20,7 +23,8 @@ def _sigmoid(a):
 def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray, y: np.ndarray,
                            state, masks=None, scale: float = 1.0):
     """x, y: (B, T) ids; state: per layer (h, c), each (B, H); masks: as LanguageModel.draw_masks
-    ((T, B, H) per entry, or None). Each of the B streams is run on its own, batch 1.
+    ((T, B, 4H) on layer 0's token rows, (T, B, H) on the inputs above, or None). Each of the
+    B streams is run on its own, batch 1.
     Returns (mean NLL, grads by contract name, final state, dstate0) like LanguageModel."""
     B, T = x.shape
     H, V = P["Wy"].shape
@@ -42,14 +46,19 @@ def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray,
                 if k > 0 and masks[k] is not None:
                     inp = inp * masks[k][t, b]
                 z = np.concatenate([h[k], inp])  # (H + D,)
-                f = _sigmoid(z @ P[f"l{k}.Wf"] + P[f"l{k}.bf"])
-                i = _sigmoid(z @ P[f"l{k}.Wi"] + P[f"l{k}.bi"])
-                g = np.tanh(z @ P[f"l{k}.Wc"] + P[f"l{k}.bc"])
-                o = _sigmoid(z @ P[f"l{k}.Wo"] + P[f"l{k}.bo"])
+                m = {n: np.ones(H) for n in GATES}  # dropout on the x part of layer 0's gates
+                if k == 0 and masks[0] is not None:
+                    m = {n: masks[0][t, b, j * H:(j + 1) * H] for j, n in enumerate(PACKED)}
+
+                def pre(n, z=z, k=k, m=m):
+                    W = P[f"l{k}.W{n}"]
+                    return z[:H] @ W[:H] + m[n] * (z[H:] @ W[H:]) + P[f"l{k}.b{n}"]
+
+                f, i, g, o = _sigmoid(pre("f")), _sigmoid(pre("i")), np.tanh(pre("c")), _sigmoid(pre("o"))
                 c_prev = c[k]
                 c[k] = f * c_prev + i * g
                 h[k] = o * np.tanh(c[k])
-                step.append((z, f, i, g, o, c_prev, np.tanh(c[k])))
+                step.append((z, m, f, i, g, o, c_prev, np.tanh(c[k])))
                 inp = h[k]
             top = inp if masks[layers] is None else inp * masks[layers][t, b]
             logits = top @ P["Wy"] + P["by"]
@@ -73,7 +82,7 @@ def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray,
             if masks[layers] is not None:
                 dabove = dabove * masks[layers][t, b]
             for k in reversed(range(layers)):
-                z, f, i, g, o, c_prev, tanh_c = step[k]
+                z, m, f, i, g, o, c_prev, tanh_c = step[k]
                 dh = dabove + dh_next[k]
                 do = dh * tanh_c
                 dc = dc_next[k] + dh * o * (1 - tanh_c ** 2)
@@ -81,9 +90,12 @@ def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray,
                       "c": dc * i * (1 - g ** 2), "o": do * o * (1 - o)}
                 dz = np.zeros_like(z)
                 for name in GATES:
-                    G[f"l{k}.W{name}"] += np.outer(z, da[name])
+                    W, dW, dx = P[f"l{k}.W{name}"], G[f"l{k}.W{name}"], da[name] * m[name]
+                    dW[:H] += np.outer(z[:H], da[name])
+                    dW[H:] += np.outer(z[H:], dx)
                     G[f"l{k}.b{name}"] += da[name]
-                    dz += P[f"l{k}.W{name}"] @ da[name]
+                    dz[:H] += W[:H] @ da[name]
+                    dz[H:] += W[H:] @ dx
                 dh_next[k], dc_next[k] = dz[:H], dc * f
                 dabove = dz[H:]
                 if k > 0 and masks[k] is not None:

@@ -9,6 +9,8 @@ Parameters are stored packed, one buffer per layer whose column blocks are the g
 The contract names of the checkpoint (`l0.Wf`, `l0.Wi`, ..., `Wy`, `by`) are views of these
 buffers (`named_arrays`). Dropout (Zaremba et al. 2014) sits on the non-recurrent
 connections only: the input of every layer above the first, and the input of the softmax.
+The one-hot input has nothing to drop; its analogue, `input_dropout`, drops entries of the
+token's row W[H + token] (what an embedding would feed the gates), off by default.
 """
 
 from __future__ import annotations
@@ -124,14 +126,16 @@ class LanguageModel:
         return [tuple(z() for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
 
     def draw_masks(self, T: int, B: int, rng: np.random.Generator) -> list[np.ndarray | None]:
-        """Inverted-dropout masks, (T, B, H) each: masks[k] for the input of layer k >= 1,
-        masks[L] for the input of the softmax; masks[0] is None (one-hot input)."""
-        p = self.config.dropout
-        if p == 0:
-            return [None] * (self.config.layers + 1)
-        keep = self.dtype.type(1 / (1 - p))
-        return [None] + [(rng.random((T, B, self.config.hidden), dtype=self.dtype) >= p) * keep
-                         for _ in range(self.config.layers)]
+        """Inverted-dropout masks: masks[0] (T, B, G) for the token rows of layer 0 (None
+        without input_dropout), masks[k] (T, B, H) for the input of layer k >= 1 and
+        masks[L] for the input of the softmax (None without dropout)."""
+        c, G = self.config, len(self.cell.gates) * self.config.hidden
+
+        def mask(p, shape):
+            keep = self.dtype.type(1 / (1 - p))
+            return (rng.random(shape, dtype=self.dtype) >= p) * keep if p > 0 else None
+
+        return [mask(c.input_dropout, (T, B, G))] + [mask(c.dropout, (T, B, c.hidden)) for _ in range(c.layers)]
 
     # --- forward / backward ------------------------------------------------------------
     def _forward(self, tokens: np.ndarray, state: State, masks):
@@ -141,7 +145,7 @@ class LanguageModel:
         for k in range(self.config.layers):
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
             if k == 0:
-                inp, xproj = None, embed_forward(tokens, W[H:], b)
+                inp, xproj = None, embed_forward(tokens, W[H:], b, masks[0])
             else:
                 inp = hs if masks[k] is None else hs * masks[k]
                 xproj = linear_forward(inp, W[H:], b)
@@ -171,9 +175,10 @@ class LanguageModel:
         B, T = x.shape
         H, N = self.config.hidden, B * T
         if masks is None:
-            if self.config.dropout > 0 and rng is None:
+            dropout = self.config.dropout > 0 or self.config.input_dropout > 0
+            if dropout and rng is None:
                 raise ValueError("dropout needs an rng or explicit masks")
-            masks = self.draw_masks(T, B, rng) if self.config.dropout > 0 else [None] * (self.config.layers + 1)
+            masks = self.draw_masks(T, B, rng) if dropout else [None] * (self.config.layers + 1)
         tokens = x.T  # (T, B)
         top, final, caches = self._forward(tokens, state, masks)
 
@@ -198,7 +203,7 @@ class LanguageModel:
             dW[:H] = dWh
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
-                rows, drows = embed_backward(dxproj, tokens)
+                rows, drows = embed_backward(dxproj if masks[0] is None else dxproj * masks[0], tokens)
                 dW[H + self._token_rows] = 0
                 dW[H + rows] = drows
                 self._token_rows = rows

@@ -77,8 +77,9 @@ def test_info_shows_config_and_curve(tiny_run):
 
 
 def test_gradcheck_command():
-    r = invoke("gradcheck", "--layers", 2, "--hidden", 4, "--bptt", 3, "--dropout", 0.2)
+    r = invoke("gradcheck", "--layers", 2, "--hidden", 4, "--bptt", 3, "--dropout", 0.2, "--input-dropout", 0.3)
     assert r.exit_code == 0, r.output
+    assert "input dropout 0.3" in r.stdout
     assert "l1.Wo" in r.stdout and "state.l1.1" in r.stdout and "FAIL" not in r.stdout
 
 
@@ -104,6 +105,7 @@ def assert_clean_error(r, code, *fragments):
     (["train", "--hidden", "0"], "--hidden"),
     (["train", "--batch-size", "-3"], "--batch-size"),
     (["train", "--dropout", "1.5"], "--dropout"),
+    (["train", "--input-dropout", "1"], "--input-dropout"),
     (["train", "--lr", "0"], "--lr"),
     (["train", "--optimizer", "rmsprop"], "--optimizer"),
     (["bench", "--bptt", "0"], "--bptt"),

@@ -11,11 +11,12 @@ from lstm_lm.losses import softmax_cross_entropy_
 from lstm_lm.model import LanguageModel
 
 
-@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.0), (2, 0.4), (3, 0.2)])
-def test_gradient_check(layers, dropout):
+@pytest.mark.parametrize("layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.0, 0.0), (2, 0.4, 0.0),
+                                                          (3, 0.2, 0.0), (1, 0.0, 0.5), (2, 0.3, 0.3)])
+def test_gradient_check(layers, dropout, input_dropout):
     """Every parameter array and the initial state (h, c of every layer), non-zero initial
     state, T = 5, fixed dropout masks: relative error < 1e-6."""
-    config = ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout)
+    config = ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout, input_dropout=input_dropout)
     errors = check_gradients(config, batch_size=2, bptt=5, seed=layers)
     expected = {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in "fico"} | {"Wy", "by"} | \
                {f"state.l{k}.{j}" for k in range(layers) for j in (0, 1)}
@@ -36,17 +37,18 @@ def test_gradient_check_catches_a_wrong_backward(monkeypatch):
     assert errors["l0.Wf"] > TOLERANCE
 
 
-def random_model(rng, layers, dropout=0.0, V=7, H=5):
-    m = LanguageModel.init(ModelConfig(vocab_size=V, hidden=H, layers=layers, dropout=dropout), rng, "float64")
+def random_model(rng, layers, dropout=0.0, V=7, H=5, input_dropout=0.0):
+    config = ModelConfig(vocab_size=V, hidden=H, layers=layers, dropout=dropout, input_dropout=input_dropout)
+    m = LanguageModel.init(config, rng, "float64")
     for p in m.params.values():
         p[...] = rng.uniform(-0.5, 0.5, p.shape)
     return m
 
 
-@pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.3)])
-def test_fast_path_equals_literal_formulation(layers, dropout):
+@pytest.mark.parametrize("layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.3, 0.0), (2, 0.3, 0.4)])
+def test_fast_path_equals_literal_formulation(layers, dropout, input_dropout):
     rng = np.random.default_rng(5)
-    m = random_model(rng, layers, dropout)
+    m = random_model(rng, layers, dropout, input_dropout=input_dropout)
     B, T, H = 3, 4, 5
     x, y = rng.integers(0, 7, (B, T)), rng.integers(0, 7, (B, T))
     state = [(rng.normal(size=(B, H)), rng.normal(size=(B, H))) for _ in range(layers)]

@@ -50,7 +50,8 @@ def test_resume_is_bit_identical(tmp_path, stop_at):
     (tmp_path / "train.txt").write_text(text)
     (tmp_path / "valid.txt").write_text(text[:500])
     common = ["--data", tmp_path, "--layers", 2, "--hidden", 8, "--batch-size", 4, "--bptt", 26,
-              "--epochs", 3, "--dropout", 0.3, "--optimizer", "adam", "--lr", 0.01, "--seed", 3, "--quiet"]
+              "--epochs", 3, "--dropout", 0.3, "--input-dropout", 0.2, "--optimizer", "adam", "--lr", 0.01,
+              "--seed", 3, "--quiet"]
     r = invoke("train", *common, "--max-steps", 40, "--out", tmp_path / "straight")
     assert r.exit_code == 0, r.output
     r = invoke("train", *common, "--max-steps", stop_at, "--out", tmp_path / "split")
