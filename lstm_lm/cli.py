@@ -404,7 +404,8 @@ def info(ckpt):
     table.add_column(style="bold")
     table.add_column()
     rows = [("model", f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
-                      + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "") + f", init ±{m.init_scale:g}"),
+                      + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "")
+                      + f", init ±{m.init_scale:g}" + (f", forget bias {m.forget_bias:g}" if m.forget_bias else "")),
             ("vocabulary", f"{len(c.vocab):,} ({c.vocab.level} level{', PTB chars' if c.vocab.ptb_chars else ''})"),
             ("parameters", f"{c.model.num_params():,}"),
             ("training", f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
@@ -429,9 +430,11 @@ def learning_curve(history: list[dict], width: int = 40) -> str:
     """Valid perplexity by evaluation as horizontal bars, proportional to perplexity."""
     ppl = [h["valid_ppl"] for h in history]
     top = max(ppl)
-    lines = ["valid perplexity by epoch"]
+    bpc = all("valid_bpc" in h for h in history)
+    lines = ["valid perplexity" + (" (bits per character)" if bpc else "") + " by epoch"]
     for h, p in zip(history, ppl):
-        lines.append(f"  {h['epoch']:6.2f}  {p:10,.2f}  {'█' * max(1, round(width * p / top))}")
+        value = f"{p:10,.2f}" + (f" ({h['valid_bpc']:.3f})" if bpc else "")
+        lines.append(f"  {h['epoch']:6.2f}  {value}  {'█' * max(1, round(width * p / top))}")
     return "\n".join(lines)
 
 

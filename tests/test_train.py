@@ -164,6 +164,10 @@ def test_char_level_own_text(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res["bpc"] == pytest.approx(res["nll"] / np.log(2))
+    r = invoke("info", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    bpc = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["valid_bpc"]
+    assert "valid perplexity (bits per character) by epoch" in r.output and f"({bpc:.3f})" in r.output
     r = invoke("sample", tmp_path / "run", "--seed-text", "the qu€ick", "--length", 10, "--seed", 0)
     assert r.exit_code == 0
     assert "unknown tokens are skipped: '€'" in r.stderr
