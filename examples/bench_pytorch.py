@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # time it exactly as lstm-lm bench does
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # time it exactly as lstm-lm bench does
 from lstm_lm.timing import median_rate  # noqa: E402
 
 
@@ -52,10 +54,21 @@ def main():
         hs, _ = lstm(emb(x), tuple(state))
         torch.nn.functional.cross_entropy(out(hs).view(-1, V), y.view(-1), reduction="sum")
 
-    print(json.dumps({"framework": f"torch {torch.__version__}", "threads": a.threads, "layers": a.layers,
-                      "hidden": H, "vocab": V, "batch_size": B, "bptt": T,
-                      "train_tokens_per_s": round(median_rate(train_step, B * T, 3, a.repeats), 1),
-                      "eval_tokens_per_s": round(median_rate(eval_step, B * T, 3, a.repeats), 1)}))
+    print(
+        json.dumps(
+            {
+                "framework": f"torch {torch.__version__}",
+                "threads": a.threads,
+                "layers": a.layers,
+                "hidden": H,
+                "vocab": V,
+                "batch_size": B,
+                "bptt": T,
+                "train_tokens_per_s": round(median_rate(train_step, B * T, 3, a.repeats), 1),
+                "eval_tokens_per_s": round(median_rate(eval_step, B * T, 3, a.repeats), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -20,14 +20,19 @@ from lstm_lm.losses import softmax_cross_entropy_
 from lstm_lm.optim import Adam, clip_global_norm_
 from lstm_lm.sampling import draw
 
-SHAPES, COLOURS, SIZES = ["circle", "square", "triangle", "star"], ["red", "green", "blue", "yellow"], ["small", "big"]
+SHAPES, COLOURS, SIZES = (
+    ["circle", "square", "triangle", "star"],
+    ["red", "green", "blue", "yellow"],
+    ["small", "big"],
+)
 VOCAB = ["<bos>", "<eos>", "a", *SIZES, *COLOURS, *SHAPES]
 STOI = {w: i for i, w in enumerate(VOCAB)}
 COMBOS = list(itertools.product(SHAPES, COLOURS, SIZES))
 
 
 def make_set(combos, n, rng, noise=0.1):
-    """Features (n, F), input ids (n, 5) starting with <bos>, target ids (n, 5) ending with <eos>."""
+    """Features (n, F), input ids (n, 5) starting with <bos>,
+    target ids (n, 5) ending with <eos>."""
     picks = [combos[i] for i in rng.integers(0, len(combos), n)]
     F = len(SHAPES) + len(COLOURS) + 1
     feats = rng.normal(0, noise, (n, F))
@@ -42,25 +47,37 @@ def make_set(combos, n, rng, noise=0.1):
 
 def init_params(F, H, rng):
     W, b = layer_init("lstm", len(VOCAB), H, rng, scale=0.1)
-    return {"W_proj": rng.uniform(-0.1, 0.1, (F, H)), "b_proj": np.zeros(H), "W": W, "b": b,
-            "Wy": rng.uniform(-0.1, 0.1, (H, len(VOCAB))), "by": np.zeros(len(VOCAB))}
+    return {
+        "W_proj": rng.uniform(-0.1, 0.1, (F, H)),
+        "b_proj": np.zeros(H),
+        "W": W,
+        "b": b,
+        "Wy": rng.uniform(-0.1, 0.1, (H, len(VOCAB))),
+        "by": np.zeros(len(VOCAB)),
+    }
 
 
 def loss_and_grads(P, feats, x, y):
     """Mean NLL per caption word and gradients of every parameter, the projection included."""
     B, T = x.shape
     V = len(VOCAB)
-    h0 = feats @ P["W_proj"] + P["b_proj"]                       # (B, H)
-    onehot = np.eye(V)[x]                                        # (B, T, V): tiny vocabulary
+    h0 = feats @ P["W_proj"] + P["b_proj"]  # (B, H)
+    onehot = np.eye(V)[x]  # (B, T, V): tiny vocabulary
     hs, _, cache = layer_forward("lstm", onehot, (h0, np.zeros_like(h0)), P["W"], P["b"])
     H = hs.shape[-1]
-    logits = hs.reshape(B * T, H) @ P["Wy"] + P["by"]            # (B*T, V)
+    logits = hs.reshape(B * T, H) @ P["Wy"] + P["by"]  # (B*T, V)
     nll = softmax_cross_entropy_(logits, y.ravel(), dscale=1.0 / (B * T))
     dlogits = logits
     dhs = (dlogits @ P["Wy"].T).reshape(B, T, H)
     _, dW, db, (dh0, _) = layer_backward(dhs, (None, None), cache)
-    return float(nll.mean()), {"W_proj": feats.T @ dh0, "b_proj": dh0.sum(0), "W": dW, "b": db,
-                               "Wy": hs.reshape(B * T, H).T @ dlogits, "by": dlogits.sum(0)}
+    return float(nll.mean()), {
+        "W_proj": feats.T @ dh0,
+        "b_proj": dh0.sum(0),
+        "W": dW,
+        "b": db,
+        "Wy": hs.reshape(B * T, H).T @ dlogits,
+        "by": dlogits.sum(0),
+    }
 
 
 def caption(P, feat, rng=None, temperature=1.0):
@@ -85,7 +102,10 @@ def check_projection_gradient(rng) -> float:
     feats, x, y, _ = make_set(COMBOS, 4, rng)
     _, G = loss_and_grads(P, feats, x, y)
     loss = lambda: loss_and_grads(P, feats, x, y)[0]  # noqa: E731
-    return max(max_relative_error(loss, P[k], G[k], entries(P[k].shape, rng, 30)) for k in ("W_proj", "b_proj"))
+    return max(
+        max_relative_error(loss, P[k], G[k], entries(P[k].shape, rng, 30))
+        for k in ("W_proj", "b_proj")
+    )
 
 
 def main():
@@ -96,8 +116,10 @@ def main():
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     err = check_projection_gradient(rng)
-    print(f"gradient check of h0 = feat W_proj + b_proj: largest relative error {err:.1e} "
-          f"({'ok' if err < TOLERANCE else 'FAILED'})")
+    print(
+        f"gradient check of h0 = feat W_proj + b_proj: largest relative error {err:.1e} "
+        f"({'ok' if err < TOLERANCE else 'FAILED'})"
+    )
     P = init_params(len(SHAPES) + len(COLOURS) + 1, a.hidden, rng)
     opt = Adam(P)
     for step in range(a.steps):
@@ -108,12 +130,16 @@ def main():
         if step % max(1, a.steps // 8) == 0 or step == a.steps - 1:
             print(f"step {step:4d}  loss {loss:.4f}")
 
-    feats, _, _, picks = make_set(COMBOS, 200, np.random.default_rng(a.seed + 1))  # held-out features
+    feats, _, _, picks = make_set(
+        COMBOS, 200, np.random.default_rng(a.seed + 1)
+    )  # held-out features
     right = sum(caption(P, f) == f"a {s} {c} {sh}" for f, (sh, c, s) in zip(feats, picks))
     print(f"greedy captions of 200 held-out feature vectors: {right}/200 exact")
     for f, (shape, colour, size) in list(zip(feats, picks))[:4]:
-        print(f"  image of a {size} {colour} {shape}: greedy '{caption(P, f)}', "
-              f"sampled '{caption(P, f, rng)}'")
+        print(
+            f"  image of a {size} {colour} {shape}: greedy '{caption(P, f)}', "
+            f"sampled '{caption(P, f, rng)}'"
+        )
 
 
 if __name__ == "__main__":

@@ -42,13 +42,18 @@ def main():
     state = (np.zeros((B, H)), np.zeros((B, H)))
     print("step   MSE     (predicting 0 everywhere: 0.5)")
     for step in range(a.steps):
-        x, y = x_all[:, step * T:(step + 1) * T], y_all[:, step * T:(step + 1) * T]
+        x, y = x_all[:, step * T : (step + 1) * T], y_all[:, step * T : (step + 1) * T]
         hs, state_T, cache = layer_forward("lstm", x, state, P["W"], P["b"])  # hs: (B, T, H)
-        pred = hs @ P["Wo"] + P["bo"]                                          # (B, T, 1)
+        pred = hs @ P["Wo"] + P["bo"]  # (B, T, 1)
         mse = float(((pred - y) ** 2).mean())
         dpred = 2 * (pred - y) / pred.size
         dx, dW, db, _ = layer_backward(dpred @ P["Wo"].T, (None, None), cache)
-        G = {"W": dW, "b": db, "Wo": hs.reshape(-1, H).T @ dpred.reshape(-1, 1), "bo": dpred.sum((0, 1))}
+        G = {
+            "W": dW,
+            "b": db,
+            "Wo": hs.reshape(-1, H).T @ dpred.reshape(-1, 1),
+            "bo": dpred.sum((0, 1)),
+        }
         clip_global_norm_(G, 1.0)
         opt.step(P, G, 0.01)
         state = state_T  # carried into the next window, not backpropagated through
@@ -58,10 +63,13 @@ def main():
     x, y = waves(1, 300, np.random.default_rng(a.seed + 1))  # a fresh wave, from a zero state
     hs, _, _ = layer_forward("lstm", x, (np.zeros((1, H)), np.zeros((1, H))), P["W"], P["b"])
     pred = hs @ P["Wo"] + P["bo"]
-    print(f"held-out wave: MSE {float(((pred - y) ** 2).mean()):.4f} "
-          f"(after the first 20 steps: {float(((pred - y)[:, 20:] ** 2).mean()):.4f})")
+    print(
+        f"held-out wave: MSE {float(((pred - y) ** 2).mean()):.4f} "
+        f"(after the first 20 steps: {float(((pred - y)[:, 20:] ** 2).mean()):.4f})"
+    )
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -24,7 +24,9 @@ from lstm_lm.train import fit
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("file", nargs="?", default=str(Path(__file__).resolve().parents[1] / "README.md"))
+    ap.add_argument(
+        "file", nargs="?", default=str(Path(__file__).resolve().parents[1] / "README.md")
+    )
     ap.add_argument("--minutes", type=float, default=1.5, help="training budget")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--seed-text", default="The ")
@@ -36,16 +38,31 @@ def main():
         print(note)
     print(f"{len(corpus.vocab)} characters, {len(corpus.train):,} training tokens")
     rng = np.random.default_rng(a.seed)
-    model = LanguageModel.init(ModelConfig(vocab_size=len(corpus.vocab), hidden=a.hidden, layers=1), rng)
+    model = LanguageModel.init(
+        ModelConfig(vocab_size=len(corpus.vocab), hidden=a.hidden, layers=1), rng
+    )
     # Adam suits small corpora; max_tokens turns the time budget into a fixed amount of work.
-    tc = TrainConfig(level="char", batch_size=16, bptt=50, epochs=1000, optimizer="adam", lr=3e-3,
-                     lr_decay=1.0, eval_every=100, max_tokens=int(a.minutes * 60 * 4000), seed=a.seed)
+    tc = TrainConfig(
+        level="char",
+        batch_size=16,
+        bptt=50,
+        epochs=1000,
+        optimizer="adam",
+        lr=3e-3,
+        lr_decay=1.0,
+        eval_every=100,
+        max_tokens=int(a.minutes * 60 * 4000),
+        seed=a.seed,
+    )
 
     def show(event):
         if event.kind == "eval":
             m = event.metrics
-            print(f"step {m['step']:5d}  train {m['train_loss'] / math.log(2):.3f} bpc  "
-                  f"valid {m['valid_bpc']:.3f} bpc  {m['tokens_per_s']:,.0f} tok/s")
+            print(
+                f"step {m['step']:5d}  train {m['train_loss'] / math.log(2):.3f} bpc  "
+                f"valid {m['valid_bpc']:.3f} bpc  {m['tokens_per_s']:,.0f} tok/s"
+            )
+
     fit(model, corpus, tc, rng=rng, on_event=show)
 
     seed_ids, unknown = corpus.vocab.encode(a.seed_text)

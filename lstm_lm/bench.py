@@ -17,8 +17,16 @@ from lstm_lm.optim import OPTIMIZERS, clip_global_norm_
 from lstm_lm.timing import median_rate
 
 
-def bench(config: ModelConfig, batch_size: int = 20, bptt: int = 20, dtype: str = "float32",
-          optimizer: str = "sgd", warmup: int = 3, repeats: int = 10, seed: int = 0) -> dict:
+def bench(
+    config: ModelConfig,
+    batch_size: int = 20,
+    bptt: int = 20,
+    dtype: str = "float32",
+    optimizer: str = "sgd",
+    warmup: int = 3,
+    repeats: int = 10,
+    seed: int = 0,
+) -> dict:
     """Median tokens/s of training steps and of evaluation windows."""
     rng = np.random.default_rng(seed)
     model = LanguageModel.init(config, rng, dtype)
@@ -37,11 +45,19 @@ def bench(config: ModelConfig, batch_size: int = 20, bptt: int = 20, dtype: str 
     def eval_step():
         model.nll(x, y, state)
 
-    return {"cell": config.cell, "layers": config.layers, "hidden": config.hidden, "vocab": V,
-            "batch_size": B, "bptt": T, "dtype": dtype, "optimizer": optimizer,
-            "params": model.num_params(),
-            "train_tokens_per_s": round(median_rate(train_step, B * T, warmup, repeats), 1),
-            "eval_tokens_per_s": round(median_rate(eval_step, B * T, warmup, repeats), 1)}
+    return {
+        "cell": config.cell,
+        "layers": config.layers,
+        "hidden": config.hidden,
+        "vocab": V,
+        "batch_size": B,
+        "bptt": T,
+        "dtype": dtype,
+        "optimizer": optimizer,
+        "params": model.num_params(),
+        "train_tokens_per_s": round(median_rate(train_step, B * T, warmup, repeats), 1),
+        "eval_tokens_per_s": round(median_rate(eval_step, B * T, warmup, repeats), 1),
+    }
 
 
 def bench_literal(config: ModelConfig, bptt: int = 20, repeats: int = 3, seed: int = 0) -> dict:
@@ -58,8 +74,16 @@ def bench_literal(config: ModelConfig, bptt: int = 20, repeats: int = 3, seed: i
         for k in P:
             P[k] -= 0.01 * G[k]
 
-    return {"cell": "lstm (literal)", "layers": config.layers, "hidden": config.hidden, "vocab": V,
-            "batch_size": 1, "bptt": T, "dtype": "float64", "optimizer": "sgd",
-            "params": model.num_params(),
-            "train_tokens_per_s": round(median_rate(train_step, T, 1, repeats), 1),
-            "eval_tokens_per_s": None}
+    return {
+        "cell": "lstm (literal)",
+        "layers": config.layers,
+        "hidden": config.hidden,
+        "vocab": V,
+        "batch_size": 1,
+        "bptt": T,
+        "dtype": "float64",
+        "optimizer": "sgd",
+        "params": model.num_params(),
+        "train_tokens_per_s": round(median_rate(train_step, T, 1, repeats), 1),
+        "eval_tokens_per_s": None,
+    }

@@ -30,7 +30,10 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # Input projections: the [x] part of [h, x] W, for all T steps at once.
 
-def embed_forward(tokens: np.ndarray, Wx: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+
+def embed_forward(
+    tokens: np.ndarray, Wx: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
+) -> np.ndarray:
     """One-hot input without the one-hot: x W = W[token].
 
     tokens: (T, B) int ids; Wx: (V, G) the x rows of W; b: (G,); mask: (T, B, G) dropout
@@ -66,7 +69,9 @@ def linear_forward(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def linear_backward(dout: np.ndarray, x: np.ndarray, Wx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def linear_backward(
+    dout: np.ndarray, x: np.ndarray, Wx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """dout: (T, B, G); x: (T, B, D). Returns dx (T, B, D) and dWx (D, G)."""
     T, B, G = dout.shape
     d2 = dout.reshape(T * B, G)
@@ -78,12 +83,13 @@ def linear_backward(dout: np.ndarray, x: np.ndarray, Wx: np.ndarray) -> tuple[np
 #        c = f * c_prev + i * g,  h = o * tanh(c)
 # Columns are packed [f | i | o | c], so the three sigmoid gates are one contiguous block.
 
+
 class LSTMCache(NamedTuple):
-    h: np.ndarray       # (T+1, B, H)  h[0] is the initial state
-    c: np.ndarray       # (T+1, B, H)
-    act: np.ndarray     # (T, B, 4H)   gate activations f, i, o, g
+    h: np.ndarray  # (T+1, B, H)  h[0] is the initial state
+    c: np.ndarray  # (T+1, B, H)
+    act: np.ndarray  # (T, B, 4H)   gate activations f, i, o, g
     tanh_c: np.ndarray  # (T, B, H)
-    Wh: np.ndarray      # (H, 4H)
+    Wh: np.ndarray  # (H, 4H)
 
 
 def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: np.ndarray):
@@ -105,9 +111,9 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
         a = act[t]
         np.matmul(h[t], Wh, out=a)
         a += xproj[t]
-        sigmoid_(a[:, :3 * H])
-        np.tanh(a[:, 3 * H:], out=a[:, 3 * H:])
-        f, i, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        sigmoid_(a[:, : 3 * H])
+        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])
+        f, i, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         np.multiply(f, c[t], out=c[t + 1])
         np.multiply(i, g, out=ig)
         c[t + 1] += ig
@@ -116,8 +122,9 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
     return h[1:], (h[T], c[T]), LSTMCache(h, c, act, tanh_c, Wh)
 
 
-def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray | None],
-                  cache: LSTMCache):
+def lstm_backward(
+    dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray | None], cache: LSTMCache
+):
     """Backward through the window.
 
     dhs: (T, B, H) loss gradient on each step's output h; dstate: (dhT, dcT), gradients
@@ -136,8 +143,8 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
     dsig = np.empty((B, 3 * H), dt)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
-        f, i, o, g = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        df, di, do, dg = d[:, :H], d[:, H:2 * H], d[:, 2 * H:3 * H], d[:, 3 * H:]
+        f, i, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        df, di, do, dg = d[:, :H], d[:, H : 2 * H], d[:, 2 * H : 3 * H], d[:, 3 * H :]
         np.add(dhs[t], dh_next, out=dh)
         np.multiply(dh, tanh_c[t], out=do)
         # dc += dh * o * (1 - tanh(c)^2)
@@ -151,9 +158,9 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
         np.multiply(dc, i, out=dg)
         dc *= f  # now dc_prev
         # through the nonlinearities: s' = s (1 - s), tanh' = 1 - tanh^2
-        np.subtract(1, a[:, :3 * H], out=dsig)
-        dsig *= a[:, :3 * H]
-        d[:, :3 * H] *= dsig
+        np.subtract(1, a[:, : 3 * H], out=dsig)
+        dsig *= a[:, : 3 * H]
+        d[:, : 3 * H] *= dsig
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dg *= tmp
@@ -165,8 +172,9 @@ def lstm_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None, np.ndarray |
 # ---------------------------------------------------------------------------------------
 # Vanilla RNN:  h = tanh([h, x] Wh + bh)
 
+
 class RNNCache(NamedTuple):
-    h: np.ndarray   # (T+1, B, H)  h[0] is the initial state
+    h: np.ndarray  # (T+1, B, H)  h[0] is the initial state
     Wh: np.ndarray  # (H, H)
 
 
@@ -187,14 +195,16 @@ def rnn_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: RNNCa
     h, Wh = cache
     T, B, H = dhs.shape
     da = np.empty((T, B, H), h.dtype)
-    dh_next = np.zeros((B, H), h.dtype) if dstate[0] is None else dstate[0].astype(h.dtype, copy=True)
+    dh_next = (
+        np.zeros((B, H), h.dtype) if dstate[0] is None else dstate[0].astype(h.dtype, copy=True)
+    )
     tmp = np.empty((B, H), h.dtype)
     for t in reversed(range(T)):
         d = da[t]
         np.add(dhs[t], dh_next, out=d)
         np.multiply(h[t + 1], h[t + 1], out=tmp)
         np.subtract(1, tmp, out=tmp)
-        d *= tmp                       # through tanh
+        d *= tmp  # through tanh
         np.matmul(d, Wh.T, out=dh_next)
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, H)
     return da, dWh, (dh_next,)
@@ -206,11 +216,12 @@ def rnn_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: RNNCa
 #     h = (1 - z) * n + z * h_prev
 # n's h part acts on r * h, so each step does two GEMMs: h @ Wh[:, :2H], then (r h) @ Wh[:, 2H:].
 
+
 class GRUCache(NamedTuple):
-    h: np.ndarray    # (T+1, B, H)
+    h: np.ndarray  # (T+1, B, H)
     act: np.ndarray  # (T, B, 3H)  z, r, n
-    rh: np.ndarray   # (T, B, H)   r * h_prev
-    Wh: np.ndarray   # (H, 3H)
+    rh: np.ndarray  # (T, B, H)   r * h_prev
+    Wh: np.ndarray  # (H, 3H)
 
 
 def gru_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray):
@@ -223,13 +234,13 @@ def gru_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray):
     h[0] = state0[0]
     for t in range(T):
         a = act[t]
-        np.matmul(h[t], Wh[:, :2 * H], out=a[:, :2 * H])
-        a[:, :2 * H] += xproj[t, :, :2 * H]
-        sigmoid_(a[:, :2 * H])
-        z, r, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+        np.matmul(h[t], Wh[:, : 2 * H], out=a[:, : 2 * H])
+        a[:, : 2 * H] += xproj[t, :, : 2 * H]
+        sigmoid_(a[:, : 2 * H])
+        z, r, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         np.multiply(r, h[t], out=rh[t])
-        np.matmul(rh[t], Wh[:, 2 * H:], out=n)
-        n += xproj[t, :, 2 * H:]
+        np.matmul(rh[t], Wh[:, 2 * H :], out=n)
+        n += xproj[t, :, 2 * H :]
         np.tanh(n, out=n)
         # h = n + z * (h_prev - n)
         np.subtract(h[t], n, out=h[t + 1])
@@ -251,29 +262,29 @@ def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCa
     tmp, dsig = np.empty((B, H), dt), np.empty((B, 2 * H), dt)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
-        z, r, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
-        dz, dr, dn = d[:, :H], d[:, H:2 * H], d[:, 2 * H:]
+        z, r, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+        dz, dr, dn = d[:, :H], d[:, H : 2 * H], d[:, 2 * H :]
         np.add(dhs[t], dh_next, out=dh)
         np.subtract(h[t], n, out=dz)
-        dz *= dh                       # dL/dz
+        dz *= dh  # dL/dz
         np.subtract(1, z, out=dn)
-        dn *= dh                       # dL/dn
+        dn *= dh  # dL/dn
         np.multiply(n, n, out=tmp)
         np.subtract(1, tmp, out=tmp)
-        dn *= tmp                      # through tanh
+        dn *= tmp  # through tanh
         np.multiply(dh, z, out=dh_next)  # direct path z * h_prev
-        np.matmul(dn, Wh[:, 2 * H:].T, out=drh)
+        np.matmul(dn, Wh[:, 2 * H :].T, out=drh)
         np.multiply(drh, h[t], out=dr)
         drh *= r
         dh_next += drh
-        np.subtract(1, a[:, :2 * H], out=dsig)
-        dsig *= a[:, :2 * H]
-        d[:, :2 * H] *= dsig           # through the sigmoids
-        np.matmul(d[:, :2 * H], Wh[:, :2 * H].T, out=tmp)
+        np.subtract(1, a[:, : 2 * H], out=dsig)
+        dsig *= a[:, : 2 * H]
+        d[:, : 2 * H] *= dsig  # through the sigmoids
+        np.matmul(d[:, : 2 * H], Wh[:, : 2 * H].T, out=tmp)
         dh_next += tmp
     dWh = np.empty_like(Wh)
-    dWh[:, :2 * H] = h[:-1].reshape(T * B, H).T @ da[:, :, :2 * H].reshape(T * B, 2 * H)
-    dWh[:, 2 * H:] = rh.reshape(T * B, H).T @ da[:, :, 2 * H:].reshape(T * B, H)
+    dWh[:, : 2 * H] = h[:-1].reshape(T * B, H).T @ da[:, :, : 2 * H].reshape(T * B, 2 * H)
+    dWh[:, 2 * H :] = rh.reshape(T * B, H).T @ da[:, :, 2 * H :].reshape(T * B, H)
     return da, dWh, (dh_next,)
 
 
@@ -286,14 +297,16 @@ JANET_BETA = 1.0
 
 
 class JANETCache(NamedTuple):
-    h: np.ndarray    # (T+1, B, H)  h = c
-    f: np.ndarray    # (T, B, H)    s(s)
-    f2: np.ndarray   # (T, B, H)    s(s - beta)
-    g: np.ndarray    # (T, B, H)
-    Wh: np.ndarray   # (H, 2H)
+    h: np.ndarray  # (T+1, B, H)  h = c
+    f: np.ndarray  # (T, B, H)    s(s)
+    f2: np.ndarray  # (T, B, H)    s(s - beta)
+    g: np.ndarray  # (T, B, H)
+    Wh: np.ndarray  # (H, 2H)
 
 
-def janet_forward(xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray, beta: float = JANET_BETA):
+def janet_forward(
+    xproj: np.ndarray, state0: tuple[np.ndarray], Wh: np.ndarray, beta: float = JANET_BETA
+):
     """xproj: (T, B, 2H); state0: (h0,), (B, H); Wh: (H, 2H). Returns hs (T, B, H), (hT,), cache."""
     T, B, G = xproj.shape
     H = G // 2
@@ -355,8 +368,9 @@ def janet_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: JAN
 
 class Cell(NamedTuple):
     """What the model needs to know about a cell type."""
+
     gates: tuple[str, ...]  # names of the column blocks of W and b, in order
-    n_state: int            # arrays in the recurrent state (h, c for the LSTM)
+    n_state: int  # arrays in the recurrent state (h, c for the LSTM)
     forward: object
     backward: object
 
@@ -373,21 +387,25 @@ CELL_TYPES = {
 # A recurrent layer over dense, batch-major input: the API for sequence regression,
 # conditioning on features, or stacking under other read-outs (see examples/).
 
+
 class LayerCache(NamedTuple):
-    x: np.ndarray       # (T, B, D) time-major view of the input
-    W: np.ndarray       # (H + D, G)
+    x: np.ndarray  # (T, B, D) time-major view of the input
+    W: np.ndarray  # (H + D, G)
     cell_cache: tuple
     cell: Cell
 
 
-def layer_init(cell: str, D: int, H: int, rng: np.random.Generator, scale: float = 0.1,
-               dtype="float64") -> tuple[np.ndarray, np.ndarray]:
+def layer_init(
+    cell: str, D: int, H: int, rng: np.random.Generator, scale: float = 0.1, dtype="float64"
+) -> tuple[np.ndarray, np.ndarray]:
     """Weights W (H + D, G) uniform in +-scale, rows [h; x], and zero biases b (G,)."""
     G = len(CELL_TYPES[cell].gates) * H
     return rng.uniform(-scale, scale, (H + D, G)).astype(dtype), np.zeros(G, dtype)
 
 
-def layer_forward(cell: str, x: np.ndarray, state0: tuple[np.ndarray, ...], W: np.ndarray, b: np.ndarray):
+def layer_forward(
+    cell: str, x: np.ndarray, state0: tuple[np.ndarray, ...], W: np.ndarray, b: np.ndarray
+):
     """Run a recurrent layer over a batch of sequences.
 
     x: (B, T, D) float input; state0: the cell's state arrays, each (B, H) ((h, c) for the
@@ -406,6 +424,8 @@ def layer_backward(dhs: np.ndarray, dstate: tuple, cache: LayerCache):
     zero). Returns dx (B, T, D), dW (H + D, G), db (G,) and dstate0."""
     x, W, cell_cache, c = cache
     H = W.shape[0] - x.shape[2]
-    dxproj, dWh, dstate0 = c.backward(np.ascontiguousarray(dhs.transpose(1, 0, 2)), dstate, cell_cache)
+    dxproj, dWh, dstate0 = c.backward(
+        np.ascontiguousarray(dhs.transpose(1, 0, 2)), dstate, cell_cache
+    )
     dx, dWx = linear_backward(dxproj, x, W[H:])
     return dx.transpose(1, 0, 2), np.concatenate([dWh, dWx]), dxproj.sum(axis=(0, 1)), dstate0

@@ -37,7 +37,7 @@ class Checkpoint:
     model: LanguageModel
     vocab: Vocab
     train_config: TrainConfig
-    meta: dict                      # the whole JSON header (data source, training state, ...)
+    meta: dict  # the whole JSON header (data source, training state, ...)
     optimizer: dict[str, np.ndarray]
     state: list[tuple[np.ndarray, ...]] | None
 
@@ -67,14 +67,28 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         os.close(dir_fd)
 
 
-def save(path: str | Path, model: LanguageModel, vocab: Vocab, train_config: TrainConfig,
-         train_state: dict, data: dict, optimizer: dict[str, np.ndarray] | None = None,
-         state=None) -> Path:
+def save(
+    path: str | Path,
+    model: LanguageModel,
+    vocab: Vocab,
+    train_config: TrainConfig,
+    train_state: dict,
+    data: dict,
+    optimizer: dict[str, np.ndarray] | None = None,
+    state=None,
+) -> Path:
     """Write a checkpoint atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    meta = {"format": FORMAT, "version": VERSION, "lstm_lm": __version__,
-            "config": asdict(model.config), "train_config": asdict(train_config),
-            "vocab": vocab.to_json(), "data": data, "train_state": train_state}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "lstm_lm": __version__,
+        "config": asdict(model.config),
+        "train_config": asdict(train_config),
+        "vocab": vocab.to_json(),
+        "data": data,
+        "train_state": train_state,
+    }
     arrays = {k: np.ascontiguousarray(v) for k, v in model.named_arrays().items()}
     arrays["meta"] = np.array(json.dumps(meta))
     arrays.update({f"opt.{k}": v for k, v in (optimizer or {}).items()})
@@ -85,7 +99,9 @@ def save(path: str | Path, model: LanguageModel, vocab: Vocab, train_config: Tra
     try:
         _atomic_write(path, buf.getvalue())
     except OSError as e:
-        raise LMError(f"cannot write checkpoint {path}: {e.strerror}; choose a writable --out") from None
+        raise LMError(
+            f"cannot write checkpoint {path}: {e.strerror}; choose a writable --out"
+        ) from None
     return path
 
 
@@ -95,7 +111,9 @@ def resolve_path(path: str | Path, in_dir: str = "best.npz") -> Path:
     if path.is_dir():
         path = path / in_dir
     if not path.exists():
-        raise LMError(f"{path}: no such checkpoint; give a .npz written by lstm-lm train or its run directory")
+        raise LMError(
+            f"{path}: no such checkpoint; give a .npz written by lstm-lm train or its run directory"
+        )
     return path
 
 
@@ -115,18 +133,24 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
         raise
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise LMError(f"{path}: holds pickled objects, which lstm-lm refuses to load (nothing was "
-                          "executed); use a checkpoint written by lstm-lm train") from None
+            raise LMError(
+                f"{path}: holds pickled objects, which lstm-lm refuses to load (nothing was "
+                "executed); use a checkpoint written by lstm-lm train"
+            ) from None
         raise LMError(f"{path}: corrupted checkpoint ({e})") from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise LMError(f"{path}: truncated or corrupted checkpoint ({e}); use another one, "
-                      "e.g. best.npz or last.npz of the run") from None
+        raise LMError(
+            f"{path}: truncated or corrupted checkpoint ({e}); use another one, "
+            "e.g. best.npz or last.npz of the run"
+        ) from None
     try:
         meta = json.loads(str(arrays.pop("meta")))
         if meta.get("format") != FORMAT:
             raise ValueError("wrong format tag")
         if meta.get("version", 0) > VERSION:
-            raise LMError(f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm")
+            raise LMError(
+                f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm"
+            )
         config = ModelConfig(**meta["config"])
         vocab = Vocab.from_json(meta["vocab"])
         train_config = TrainConfig(**meta["train_config"])
@@ -135,7 +159,9 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
     except (ValueError, KeyError, TypeError) as e:
         raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
     if len(vocab) != config.vocab_size:
-        raise LMError(f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}")
+        raise LMError(
+            f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}"
+        )
     try:
         model = LanguageModel.from_named(config, arrays, dtype or train_config.dtype)
     except LMError as e:
@@ -144,6 +170,8 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
     n_state = model.cell.n_state
     state = None
     if "state.l0.0" in arrays:
-        state = [tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(n_state))
-                 for k in range(config.layers)]
+        state = [
+            tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(n_state))
+            for k in range(config.layers)
+        ]
     return Checkpoint(model, vocab, train_config, meta, optimizer, state)

@@ -17,12 +17,20 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from lstm_lm import LMError, __version__, checkpoint
-from lstm_lm.bench import bench as run_bench, bench_literal
+from lstm_lm.bench import bench as run_bench
+from lstm_lm.bench import bench_literal
 from lstm_lm.config import CELLS, DTYPES, OPTIMIZERS, PRESETS, ModelConfig, TrainConfig, resolve
 from lstm_lm.data import EOS, Corpus, load_corpus, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
@@ -45,11 +53,13 @@ class Ctx:
 
 def run_library(fn):
     """Turn the library's LMError into a one-line ClickException (exit 1)."""
+
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except LMError as e:
             raise click.ClickException(str(e)) from None
+
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
 
@@ -62,10 +72,17 @@ def main():
 
 # --- download ----------------------------------------------------------------------------
 
+
 def ensure_ptb(ctx: Ctx, dest: Path = DEFAULT_DEST, mirror: str | None = None) -> Path:
     """Fetch PTB into dest unless it is already there and verified, with a progress bar."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   console=ctx.err, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=ctx.err,
+        transient=True,
+    )
     tasks = {}
 
     def progress(name, done, total):
@@ -74,6 +91,7 @@ def ensure_ptb(ctx: Ctx, dest: Path = DEFAULT_DEST, mirror: str | None = None) -
         if name not in tasks:
             tasks[name] = bar.add_task(name, total=total)
         bar.update(tasks[name], completed=done)
+
     try:
         return fetch_ptb(dest, mirror, log=lambda m: ctx.err.print(m), progress=progress)
     finally:
@@ -82,10 +100,19 @@ def ensure_ptb(ctx: Ctx, dest: Path = DEFAULT_DEST, mirror: str | None = None) -
 
 
 @main.command()
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_DEST,
-              show_default=True, help="Directory to put the PTB files in.")
-@click.option("--mirror", envvar=MIRROR_ENV, help=f"Local directory, file:// or http(s):// URL holding "
-              f"the three files (env {MIRROR_ENV}). Default: the canonical GitHub URLs.")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DEST,
+    show_default=True,
+    help="Directory to put the PTB files in.",
+)
+@click.option(
+    "--mirror",
+    envvar=MIRROR_ENV,
+    help=f"Local directory, file:// or http(s):// URL holding "
+    f"the three files (env {MIRROR_ENV}). Default: the canonical GitHub URLs.",
+)
 @run_library
 def download(dest, mirror):
     """Fetch the Penn TreeBank and verify its checksums."""
@@ -96,14 +123,22 @@ def download(dest, mirror):
 
 # --- data for train / eval ---------------------------------------------------------------
 
+
 def load_data(ctx: Ctx, source: dict) -> Corpus:
     """The corpus a data-source record (as saved in checkpoints) describes."""
     if source["kind"] == "ptb":
         ptb_dir = ensure_ptb(ctx, Path(source["dir"]))
         return load_corpus(source["level"], data_dir=ptb_dir)
-    return load_corpus(source["level"], data_dir=source.get("data"), train=source.get("train"),
-                       valid=source.get("valid"), test=source.get("test"), ptb=source.get("ptb"),
-                       max_vocab=source.get("max_vocab"), min_count=source.get("min_count", 1))
+    return load_corpus(
+        source["level"],
+        data_dir=source.get("data"),
+        train=source.get("train"),
+        valid=source.get("valid"),
+        test=source.get("test"),
+        ptb=source.get("ptb"),
+        max_vocab=source.get("max_vocab"),
+        min_count=source.get("min_count", 1),
+    )
 
 
 def data_source(level, data, train, valid, test, max_vocab, min_count) -> dict:
@@ -114,21 +149,38 @@ def data_source(level, data, train, valid, test, max_vocab, min_count) -> dict:
         raise click.UsageError("give either --data DIR or --train FILE, not both")
     if train is None and (valid is not None or test is not None):
         raise click.UsageError("--valid/--test need --train")
-    return {"kind": "files", "level": level, "data": absolute(data), "train": absolute(train),
-            "valid": absolute(valid), "test": absolute(test), "max_vocab": max_vocab, "min_count": min_count}
+    return {
+        "kind": "files",
+        "level": level,
+        "data": absolute(data),
+        "train": absolute(train),
+        "valid": absolute(valid),
+        "test": absolute(test),
+        "max_vocab": max_vocab,
+        "min_count": min_count,
+    }
 
 
 # --- train -------------------------------------------------------------------------------
 
+
 class TrainView:
     """Renders training events: a progress bar per epoch, a line per evaluation, samples."""
 
-    def __init__(self, ctx: Ctx, model: LanguageModel, vocab, tc: TrainConfig, as_json: bool, sample_rng):
+    def __init__(
+        self, ctx: Ctx, model: LanguageModel, vocab, tc: TrainConfig, as_json: bool, sample_rng
+    ):
         self.ctx, self.model, self.vocab, self.tc = ctx, model, vocab, tc
         self.as_json, self.rng = as_json, sample_rng
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=ctx.err,
-                            transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=ctx.err,
+            transient=True,
+        )
         self.task = None
 
     def __call__(self, ev):
@@ -136,19 +188,27 @@ class TrainView:
         if ev.kind == "step":
             if self.task is None:
                 self.bar.start()
-                self.task = self.bar.add_task(f"epoch {st.epoch}/{self.tc.epochs}", total=ev.windows,
-                                              completed=st.window - 1, info="")
-            info = f"loss {ev.loss:.3f}  ppl {math.exp(min(ev.loss, 50)):,.1f}  lr {ev.lr:.3g}  " \
-                   f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s"
+                self.task = self.bar.add_task(
+                    f"epoch {st.epoch}/{self.tc.epochs}",
+                    total=ev.windows,
+                    completed=st.window - 1,
+                    info="",
+                )
+            info = (
+                f"loss {ev.loss:.3f}  ppl {math.exp(min(ev.loss, 50)):,.1f}  lr {ev.lr:.3g}  "
+                f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s"
+            )
             self.bar.update(self.task, completed=st.window, info=info)
         elif ev.kind == "eval":
             m = ev.metrics
             if self.as_json:
                 self.ctx.out.print(json.dumps(m))
             bpc = f"  valid bpc {m['valid_bpc']:.3f}" if "valid_bpc" in m else ""
-            self.ctx.err.print(f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {m['train_ppl']:,.2f}  "
-                               f"valid ppl {m['valid_ppl']:,.2f}{bpc}  lr {m['lr']:.3g}  "
-                               f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min")
+            self.ctx.err.print(
+                f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {m['train_ppl']:,.2f}  "
+                f"valid ppl {m['valid_ppl']:,.2f}{bpc}  lr {m['lr']:.3g}  "
+                f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min"
+            )
         elif ev.kind == "epoch_end":
             self.stop_bar()
             seed = np.array([self.vocab.stoi.get(EOS, 0)])
@@ -173,17 +233,31 @@ def _default_out(name: str) -> Path:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(list(PRESETS)), help="Named configuration (default: small, or "
-              "char with --level char); explicit options override it.")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    help="Named configuration (default: small, or "
+    "char with --level char); explicit options override it.",
+)
 @click.option("--level", type=click.Choice(["word", "char"]), help="Token level (default: word).")
-@click.option("--data", type=click.Path(path_type=Path), help="Directory with train.txt, valid.txt, test.txt "
-              "(or ptb.*.txt). Default: PTB, downloaded on first use.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Directory with train.txt, valid.txt, test.txt "
+    "(or ptb.*.txt). Default: PTB, downloaded on first use.",
+)
 @click.option("--train", "train_file", type=click.Path(path_type=Path), help="Training text file.")
-@click.option("--valid", "valid_file", type=click.Path(path_type=Path), help="Validation text file "
-              "(default: the last 10%% of --train).")
+@click.option(
+    "--valid",
+    "valid_file",
+    type=click.Path(path_type=Path),
+    help="Validation text file (default: the last 10%% of --train).",
+)
 @click.option("--test", "test_file", type=click.Path(path_type=Path), help="Test text file.")
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
-@click.option("--min-count", type=Pos, default=1, show_default=True, help="Drop types seen fewer times.")
+@click.option(
+    "--min-count", type=Pos, default=1, show_default=True, help="Drop types seen fewer times."
+)
 @click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell (default: lstm).")
 @click.option("--layers", type=Pos)
 @click.option("--hidden", type=Pos)
@@ -191,33 +265,73 @@ def _default_out(name: str) -> Path:
 @click.option("--bptt", type=Pos, help="Steps per truncated-BPTT window.")
 @click.option("--epochs", type=Pos)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True))
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), help="Factor per epoch after --decay-after.")
-@click.option("--decay-after", type=click.IntRange(min=0), help="Epochs at constant lr before decay.")
+@click.option(
+    "--lr-decay",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Factor per epoch after --decay-after.",
+)
+@click.option(
+    "--decay-after", type=click.IntRange(min=0), help="Epochs at constant lr before decay."
+)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS))
 @click.option("--clip", type=click.FloatRange(min=0), help="Max global gradient norm (0: off).")
-@click.option("--token-lr-scale", type=click.FloatRange(min=0, min_open=True),
-              help="Learning-rate multiplier for the one-hot token rows (SGD).")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
-              help="Dropout on the input of every layer above the first and of the softmax.")
-@click.option("--input-dropout", type=click.FloatRange(0, 1, max_open=True),
-              help="Dropout on the one-hot token's rows of layer 0 (an embedding's dropout).")
+@click.option(
+    "--token-lr-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Learning-rate multiplier for the one-hot token rows (SGD).",
+)
+@click.option(
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout on the input of every layer above the first and of the softmax.",
+)
+@click.option(
+    "--input-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Dropout on the one-hot token's rows of layer 0 (an embedding's dropout).",
+)
 @click.option("--init-scale", type=click.FloatRange(min=0, min_open=True))
 @click.option("--forget-bias", type=float)
-@click.option("--chrono", type=click.IntRange(min=3),
-              help="JANET: chrono-initialise bf for dependencies up to T steps.")
+@click.option(
+    "--chrono",
+    type=click.IntRange(min=3),
+    help="JANET: chrono-initialise bf for dependencies up to T steps.",
+)
 @click.option("--seed", type=int)
 @click.option("--dtype", type=click.Choice(DTYPES))
 @click.option("--max-steps", type=Pos, help="Stop at this optimisation step of the whole run.")
-@click.option("--max-tokens", type=Pos, help="Stop after this many training tokens of the whole run.")
+@click.option(
+    "--max-tokens", type=Pos, help="Stop after this many training tokens of the whole run."
+)
 @click.option("--eval-every", type=Pos, help="Also evaluate on valid every N steps.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory "
-              "(default: runs/<name>).")
-@click.option("--resume", type=click.Path(path_type=Path), help="Continue a run: its directory or a checkpoint.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory (default: runs/<name>).",
+)
+@click.option(
+    "--resume",
+    type=click.Path(path_type=Path),
+    help="Continue a run: its directory or a checkpoint.",
+)
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @run_library
-def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min_count, out, resume, quiet,
-          as_json, **options):
+def train(
+    preset,
+    level,
+    data,
+    train_file,
+    valid_file,
+    test_file,
+    max_vocab,
+    min_count,
+    out,
+    resume,
+    quiet,
+    as_json,
+    **options,
+):
     """Train a language model (PTB word level by default)."""
     ctx = Ctx(quiet)
     if resume is not None:
@@ -226,20 +340,27 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         fixed = set(given) - {"epochs", "max_steps", "max_tokens", "eval_every"}
         if fixed or preset or level:
             got = ", ".join(sorted(fixed)) or preset or level
-            raise click.UsageError("--resume continues the saved configuration; only --epochs, --max-steps, "
-                                   f"--max-tokens, --eval-every may change (got {got})")
+            raise click.UsageError(
+                "--resume continues the saved configuration; only --epochs, --max-steps, "
+                f"--max-tokens, --eval-every may change (got {got})"
+            )
         tc = dataclasses.replace(ckpt.train_config, **given)
         source = ckpt.meta["data"]
         corpus = load_data(ctx, source)
         if corpus.vocab != ckpt.vocab:
-            raise LMError(f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the checkpoint's "
-                          f"({len(ckpt.vocab)}); resume with the data the run was trained on")
+            raise LMError(
+                f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the checkpoint's "
+                f"({len(ckpt.vocab)}); resume with the data the run was trained on"
+            )
         model, rng = ckpt.model, np.random.default_rng()
         out = out or checkpoint.resolve_path(resume, "last.npz").parent
-        ctx.err.print(f"resuming {out} at step {ckpt.train_state['step']:,} (epoch {ckpt.train_state['epoch']})")
+        ctx.err.print(
+            f"resuming {out} at step {ckpt.train_state['step']:,} (epoch {ckpt.train_state['epoch']})"
+        )
     else:
-        model_opts, train_opts = resolve(preset or ("char" if level == "char" else "small"),
-                                         {**options, "level": level})
+        model_opts, train_opts = resolve(
+            preset or ("char" if level == "char" else "small"), {**options, "level": level}
+        )
         level = train_opts.get("level", "word")
         source = data_source(level, data, train_file, valid_file, test_file, max_vocab, min_count)
         tc = TrainConfig(**train_opts)
@@ -248,17 +369,24 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         for note in corpus.notes:
             ctx.err.print(f"[yellow]{note}[/]")
         rng = np.random.default_rng(tc.seed)
-        model = LanguageModel.init(ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype)
+        model = LanguageModel.init(
+            ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype
+        )
         name = preset or ("ptb" if source["kind"] == "ptb" else corpus.name)
         out = out or _default_out(f"{name}-{level}" if level == "char" and name != "char" else name)
         if (out / "last.npz").exists() or (out / "best.npz").exists():
-            raise LMError(f"{out} already holds a run; continue it with --resume {out}, or choose another --out")
+            raise LMError(
+                f"{out} already holds a run; continue it with --resume {out}, or choose another --out"
+            )
         ckpt = None
     c = model.config
-    ctx.err.print(f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, {model.num_params():,} parameters; "
-                  f"{len(corpus.train):,} training tokens; batch {tc.batch_size} x bptt {tc.bptt}, "
-                  f"{tc.optimizer} lr {tc.lr:g}, dropout {c.dropout:g}"
-                  + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "") + f" -> {out}")
+    ctx.err.print(
+        f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, {model.num_params():,} parameters; "
+        f"{len(corpus.train):,} training tokens; batch {tc.batch_size} x bptt {tc.bptt}, "
+        f"{tc.optimizer} lr {tc.lr:g}, dropout {c.dropout:g}"
+        + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "")
+        + f" -> {out}"
+    )
 
     stop = {"asked": False}
 
@@ -266,13 +394,24 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         if stop["asked"]:
             raise KeyboardInterrupt
         stop["asked"] = True
-        ctx.err.print("[yellow]stopping after this step and saving (Ctrl-C again to abort without saving)[/]")
+        ctx.err.print(
+            "[yellow]stopping after this step and saving (Ctrl-C again to abort without saving)[/]"
+        )
 
     view = TrainView(ctx, model, corpus.vocab, tc, as_json, np.random.default_rng(tc.seed + 1))
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        st = fit(model, corpus, tc, run_dir=out, data_source=source, resume=ckpt, rng=rng,
-                 on_event=view, should_stop=lambda: stop["asked"])
+        st = fit(
+            model,
+            corpus,
+            tc,
+            run_dir=out,
+            data_source=source,
+            resume=ckpt,
+            rng=rng,
+            on_event=view,
+            should_stop=lambda: stop["asked"],
+        )
     finally:
         view.stop_bar()
         for s, h in old.items():
@@ -283,13 +422,19 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
         for col in ("epoch", "step", "train ppl", "valid ppl", "tok/s"):
             table.add_column(col, justify="right")
         for m in st.history:
-            table.add_row(f"{m['epoch']:.2f}", f"{m['step']:,}", f"{m['train_ppl']:,.2f}",
-                          f"{m['valid_ppl']:,.2f}", f"{m['tokens_per_s']:,.0f}")
+            table.add_row(
+                f"{m['epoch']:.2f}",
+                f"{m['step']:,}",
+                f"{m['train_ppl']:,.2f}",
+                f"{m['valid_ppl']:,.2f}",
+                f"{m['tokens_per_s']:,.0f}",
+            )
         ctx.err.print(table)
     bpc = f" ({st.best_valid / LN2:.3f} bpc)" if corpus.vocab.level == "char" else ""
     Console(stderr=True, highlight=False).print(
         f"{'stopped' if stop['asked'] else 'done'}: step {st.step:,}, best valid ppl {best:,.2f}{bpc}, "
-        f"{st.elapsed / 60:.1f} min; checkpoints in {out}")
+        f"{st.elapsed / 60:.1f} min; checkpoints in {out}"
+    )
     if stop["asked"]:
         Console(stderr=True, highlight=False).print(f"resume with: lstm-lm train --resume {out}")
         sys.exit(130)
@@ -297,12 +442,22 @@ def train(preset, level, data, train_file, valid_file, test_file, max_vocab, min
 
 # --- eval --------------------------------------------------------------------------------
 
+
 @main.command("eval")
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
-@click.option("--file", "text_file", type=click.Path(path_type=Path), help="Evaluate on this text file instead.")
-@click.option("--batch-size", type=Pos, default=1, show_default=True, help="Streams (1: exact, >1: faster).")
-@click.option("--json", "as_json", is_flag=True, help='Print {"split", "tokens", "nll", "ppl", "bpc"}.')
+@click.option(
+    "--file",
+    "text_file",
+    type=click.Path(path_type=Path),
+    help="Evaluate on this text file instead.",
+)
+@click.option(
+    "--batch-size", type=Pos, default=1, show_default=True, help="Streams (1: exact, >1: faster)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"split", "tokens", "nll", "ppl", "bpc"}.'
+)
 @run_library
 def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
@@ -315,7 +470,9 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     else:
         corpus = load_data(ctx, c.meta["data"])
         if corpus.vocab != c.vocab:
-            raise LMError("the vocabulary of the data does not match the checkpoint's; evaluate with --file")
+            raise LMError(
+                "the vocabulary of the data does not match the checkpoint's; evaluate with --file"
+            )
         ids = getattr(corpus, split)
         if ids is None:
             raise LMError(f"the run's data has no {split} split; use --split valid or --file FILE")
@@ -323,16 +480,28 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     if len(ids) // batch_size < 2:
         raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
     nll, n = evaluate(c.model, ids, batch_size, c.train_config.bptt)
-    result = {"split": name, "tokens": n, "nll": nll / n, "ppl": math.exp(nll / n),
-              "bpc": nll / n / LN2 if c.vocab.level == "char" else None}
+    result = {
+        "split": name,
+        "tokens": n,
+        "nll": nll / n,
+        "ppl": math.exp(nll / n),
+        "bpc": nll / n / LN2 if c.vocab.level == "char" else None,
+    }
     if as_json:
         ctx.out.print(json.dumps(result))
         return
     table = Table(title=f"{ckpt}")
-    for col in ("split", "tokens", "nll (nats/token)", "perplexity") + (("bits/char",) if result["bpc"] else ()):
+    for col in ("split", "tokens", "nll (nats/token)", "perplexity") + (
+        ("bits/char",) if result["bpc"] else ()
+    ):
         table.add_column(col, justify="right")
-    table.add_row(name, f"{n:,}", f"{result['nll']:.4f}", f"{result['ppl']:,.2f}",
-                  *([f"{result['bpc']:.4f}"] if result["bpc"] else []))
+    table.add_row(
+        name,
+        f"{n:,}",
+        f"{result['nll']:.4f}",
+        f"{result['ppl']:,.2f}",
+        *([f"{result['bpc']:.4f}"] if result["bpc"] else []),
+    )
     ctx.out.print(table)
 
 
@@ -345,12 +514,17 @@ def warn_unknown(ctx: Ctx, vocab, unknown: list[str]) -> None:
 
 # --- sample ------------------------------------------------------------------------------
 
+
 @main.command()
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.option("--seed-text", help="Text to prime the model with.")
-@click.option("--seed-file", type=click.Path(path_type=Path), help="Prime with the contents of a file.")
+@click.option(
+    "--seed-file", type=click.Path(path_type=Path), help="Prime with the contents of a file."
+)
 @click.option("--length", type=Pos, help="Tokens to generate (default: 300 chars or 50 words).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option(
+    "--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
 @click.option("--top-k", type=Pos, help="Draw from the K most likely tokens only.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--num", type=Pos, default=1, show_default=True, help="Number of samples.")
@@ -392,6 +566,7 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, 
 
 # --- info --------------------------------------------------------------------------------
 
+
 @main.command()
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @run_library
@@ -403,21 +578,43 @@ def info(ckpt):
     table = Table(title=str(checkpoint.resolve_path(ckpt)), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    rows = [("model", f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
-                      + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "")
-                      + f", init ±{m.init_scale:g}" + (f", forget bias {m.forget_bias:g}" if m.forget_bias else "")),
-            ("vocabulary", f"{len(c.vocab):,} ({c.vocab.level} level{', PTB chars' if c.vocab.ptb_chars else ''})"),
-            ("parameters", f"{c.model.num_params():,}"),
-            ("training", f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
-                         f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, seed {tc.seed}"
-                         + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else "")),
-            ("progress", f"step {st['step']:,}, {st['epoch'] - 1} of {tc.epochs} epochs done"
-                         + (f" and {st['window']:,} windows" if st["window"] else "")
-                         + f", {st['tokens']:,} tokens, {st['elapsed'] / 60:.1f} min"),
-            ("best valid ppl", f"{math.exp(st['best_valid']):,.2f}" +
-             (f" ({st['best_valid'] / LN2:.3f} bpc)" if c.vocab.level == "char" else "")
-             if st["best_valid"] is not None and math.isfinite(st["best_valid"]) else "-"),
-            ("data", c.meta["data"].get("dir") or c.meta["data"].get("train") or c.meta["data"].get("data"))]
+    rows = [
+        (
+            "model",
+            f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
+            + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "")
+            + f", init ±{m.init_scale:g}"
+            + (f", forget bias {m.forget_bias:g}" if m.forget_bias else ""),
+        ),
+        (
+            "vocabulary",
+            f"{len(c.vocab):,} ({c.vocab.level} level{', PTB chars' if c.vocab.ptb_chars else ''})",
+        ),
+        ("parameters", f"{c.model.num_params():,}"),
+        (
+            "training",
+            f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
+            f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, seed {tc.seed}"
+            + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else ""),
+        ),
+        (
+            "progress",
+            f"step {st['step']:,}, {st['epoch'] - 1} of {tc.epochs} epochs done"
+            + (f" and {st['window']:,} windows" if st["window"] else "")
+            + f", {st['tokens']:,} tokens, {st['elapsed'] / 60:.1f} min",
+        ),
+        (
+            "best valid ppl",
+            f"{math.exp(st['best_valid']):,.2f}"
+            + (f" ({st['best_valid'] / LN2:.3f} bpc)" if c.vocab.level == "char" else "")
+            if st["best_valid"] is not None and math.isfinite(st["best_valid"])
+            else "-",
+        ),
+        (
+            "data",
+            c.meta["data"].get("dir") or c.meta["data"].get("train") or c.meta["data"].get("data"),
+        ),
+    ]
     for k, v in rows:
         table.add_row(k, str(v))
     ctx.out.print(table)
@@ -440,12 +637,17 @@ def learning_curve(history: list[dict], width: int = 40) -> str:
 
 # --- gradcheck and bench -------------------------------------------------------------------
 
+
 @main.command()
 @click.option("--layers", type=Pos, default=2, show_default=True)
 @click.option("--hidden", type=Pos, default=6, show_default=True)
 @click.option("--bptt", type=Pos, default=5, show_default=True)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
-@click.option("--input-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True)
+@click.option(
+    "--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True
+)
+@click.option(
+    "--input-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True
+)
 @click.option("--cell", type=click.Choice(CELLS), default="lstm", show_default=True)
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -453,11 +655,19 @@ def learning_curve(history: list[dict], width: int = 40) -> str:
 def gradcheck(layers, hidden, bptt, dropout, input_dropout, cell, vocab_size, seed):
     """Check the hand-written backward against numerical gradients (float64)."""
     ctx = Ctx()
-    config = ModelConfig(vocab_size=vocab_size, hidden=hidden, layers=layers, cell=cell, dropout=dropout,
-                         input_dropout=input_dropout)
+    config = ModelConfig(
+        vocab_size=vocab_size,
+        hidden=hidden,
+        layers=layers,
+        cell=cell,
+        dropout=dropout,
+        input_dropout=input_dropout,
+    )
     errors = check_gradients(config, bptt=bptt, seed=seed)
-    table = Table(title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, dropout {dropout:g}"
-                  + (f", input dropout {input_dropout:g}" if input_dropout else ""))
+    table = Table(
+        title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, dropout {dropout:g}"
+        + (f", input dropout {input_dropout:g}" if input_dropout else "")
+    )
     table.add_column("array")
     table.add_column("max relative error", justify="right")
     table.add_column("")
@@ -466,27 +676,49 @@ def gradcheck(layers, hidden, bptt, dropout, input_dropout, cell, vocab_size, se
     ctx.out.print(table)
     worst = max(errors.values())
     if worst >= TOLERANCE:
-        ctx.err.print(f"[red]gradient check failed: largest relative error {worst:.2e} >= {TOLERANCE:g}[/]")
+        ctx.err.print(
+            f"[red]gradient check failed: largest relative error {worst:.2e} >= {TOLERANCE:g}[/]"
+        )
         sys.exit(1)
     ctx.err.print(f"[green]all {len(errors)} arrays within {TOLERANCE:g} (largest {worst:.2e})[/]")
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(list(PRESETS)),
-              help="Take the model size, batch and bptt of a preset (and V 50 for char).")
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    help="Take the model size, batch and bptt of a preset (and V 50 for char).",
+)
 @click.option("--cell", type=click.Choice(CELLS))
 @click.option("--layers", type=Pos)
 @click.option("--hidden", type=Pos)
 @click.option("--batch-size", type=Pos)
 @click.option("--bptt", type=Pos)
-@click.option("--vocab", "vocab_size", type=click.IntRange(min=2), help="Vocabulary size (default 10,000).")
+@click.option(
+    "--vocab", "vocab_size", type=click.IntRange(min=2), help="Vocabulary size (default 10,000)."
+)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), help="Default: the preset's, else sgd.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--repeats", type=Pos, default=10, show_default=True)
-@click.option("--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow).")
+@click.option(
+    "--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow)."
+)
 @click.option("--json", "as_json", is_flag=True)
 @run_library
-def bench(preset, cell, layers, hidden, batch_size, bptt, vocab_size, optimizer, dtype, repeats, literal, as_json):
+def bench(
+    preset,
+    cell,
+    layers,
+    hidden,
+    batch_size,
+    bptt,
+    vocab_size,
+    optimizer,
+    dtype,
+    repeats,
+    literal,
+    as_json,
+):
     """Training and evaluation tokens/s on synthetic PTB-shaped data (default: 2 x 200, B 20, T 20)."""
     ctx = Ctx()
     base = {**PRESETS["small"], **(PRESETS[preset] if preset else {})}
@@ -508,7 +740,12 @@ def bench(preset, cell, layers, hidden, batch_size, bptt, vocab_size, optimizer,
     for col in ("formulation", "model", "B x T", "params", "train tok/s", "eval tok/s"):
         table.add_column(col, justify="right")
     for r in results:
-        table.add_row(r["cell"], f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}", f"{r['batch_size']} x {r['bptt']}",
-                      f"{r['params']:,}", f"{r['train_tokens_per_s']:,.0f}",
-                      f"{r['eval_tokens_per_s']:,.0f}" if r["eval_tokens_per_s"] else "-")
+        table.add_row(
+            r["cell"],
+            f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}",
+            f"{r['batch_size']} x {r['bptt']}",
+            f"{r['params']:,}",
+            f"{r['train_tokens_per_s']:,.0f}",
+            f"{r['eval_tokens_per_s']:,.0f}" if r["eval_tokens_per_s"] else "-",
+        )
     ctx.out.print(table)

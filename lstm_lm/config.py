@@ -21,11 +21,11 @@ class ModelConfig:
     hidden: int = 200
     layers: int = 2
     cell: str = "lstm"
-    dropout: float = 0.0      # on non-recurrent connections (Zaremba et al. 2014)
+    dropout: float = 0.0  # on non-recurrent connections (Zaremba et al. 2014)
     input_dropout: float = 0.0  # on the token rows of layer 0 (the one-hot input's analogue)
-    init_scale: float = 0.1   # weights uniform in +-init_scale
+    init_scale: float = 0.1  # weights uniform in +-init_scale
     forget_bias: float = 0.0  # initial bf (TF's BasicLSTMCell uses 1.0)
-    chrono: int = 0           # JANET: bf ~ log U(1, chrono - 1) (Tallec & Ollivier 2018); 0 = off
+    chrono: int = 0  # JANET: bf ~ log U(1, chrono - 1) (Tallec & Ollivier 2018); 0 = off
 
     def __post_init__(self):
         _check(self.vocab_size >= 2, "vocab size must be at least 2")
@@ -35,8 +35,10 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
         _check(0.0 <= self.input_dropout < 1.0, "--input-dropout must be in [0, 1)")
         _check(self.init_scale > 0, "--init-scale must be positive")
-        _check(self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
-               "--chrono needs --cell janet and a value of at least 3")
+        _check(
+            self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
+            "--chrono needs --cell janet and a value of at least 3",
+        )
 
 
 @dataclass(frozen=True)
@@ -46,10 +48,10 @@ class TrainConfig:
     bptt: int = 20
     epochs: int = 13
     lr: float = 1.0
-    lr_decay: float = 0.5     # lr of epoch e (1-based) = lr * lr_decay ** max(0, e - decay_after)
+    lr_decay: float = 0.5  # lr of epoch e (1-based) = lr * lr_decay ** max(0, e - decay_after)
     decay_after: int = 4
     optimizer: str = "sgd"
-    clip: float = 5.0         # max global gradient norm (0: no clipping)
+    clip: float = 5.0  # max global gradient norm (0: no clipping)
     # Learning-rate multiplier for the one-hot token rows of layer 0 (SGD; applied after
     # clipping). An embedding model moves a word's gate input by (W_x^T W_x + |e|^2) g per
     # step, several times the plain gradient g our direct token rows get; 10 matches the
@@ -57,7 +59,7 @@ class TrainConfig:
     token_lr_scale: float = 1.0
     seed: int = 0
     dtype: str = "float32"
-    max_steps: int | None = None   # optimisation steps of the whole run, resumes included
+    max_steps: int | None = None  # optimisation steps of the whole run, resumes included
     max_tokens: int | None = None  # training tokens of the whole run
     eval_every: int | None = None  # also evaluate every N steps
 
@@ -89,24 +91,86 @@ def _check(ok: bool, message: str) -> None:
 # Presets: model and training fields; explicit options override them.
 PRESETS: dict[str, dict] = {
     # The from-scratch tutorial model.
-    "seed": dict(layers=1, hidden=128, batch_size=20, bptt=20, epochs=6, lr=1.0, lr_decay=0.5,
-                 decay_after=4, clip=5.0, init_scale=0.1, dropout=0.0, token_lr_scale=10.0),
+    "seed": dict(
+        layers=1,
+        hidden=128,
+        batch_size=20,
+        bptt=20,
+        epochs=6,
+        lr=1.0,
+        lr_decay=0.5,
+        decay_after=4,
+        clip=5.0,
+        init_scale=0.1,
+        dropout=0.0,
+        token_lr_scale=10.0,
+    ),
     # Zaremba et al. 2014's small model (2 x 200, 13 epochs; valid 120.7, test 114.5 without
     # regularisation) with light dropout: untied one-hot rows overfit where an embedding does not.
-    "small": dict(layers=2, hidden=200, batch_size=20, bptt=20, epochs=13, lr=1.0, lr_decay=0.5,
-                  decay_after=5, clip=5.0, init_scale=0.1, dropout=0.2, input_dropout=0.2,
-                  token_lr_scale=10.0),
+    "small": dict(
+        layers=2,
+        hidden=200,
+        batch_size=20,
+        bptt=20,
+        epochs=13,
+        lr=1.0,
+        lr_decay=0.5,
+        decay_after=5,
+        clip=5.0,
+        init_scale=0.1,
+        dropout=0.2,
+        input_dropout=0.2,
+        token_lr_scale=10.0,
+    ),
     # The best we fit in 90 minutes on two CPU cores: 2 x 400 with dropout, 12 epochs.
-    "laptop": dict(layers=2, hidden=400, batch_size=20, bptt=35, epochs=12, lr=1.0, lr_decay=0.5,
-                   decay_after=6, clip=5.0, init_scale=0.05, dropout=0.4, input_dropout=0.3, token_lr_scale=10.0),
+    "laptop": dict(
+        layers=2,
+        hidden=400,
+        batch_size=20,
+        bptt=35,
+        epochs=12,
+        lr=1.0,
+        lr_decay=0.5,
+        decay_after=6,
+        clip=5.0,
+        init_scale=0.05,
+        dropout=0.4,
+        input_dropout=0.3,
+        token_lr_scale=10.0,
+    ),
     # Zaremba et al. 2014, medium (dropout 0.5): valid 86.2, test 82.7; hours on a laptop CPU.
-    "medium": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=39, lr=1.0, lr_decay=0.8,
-                   decay_after=6, clip=5.0, init_scale=0.05, dropout=0.5, token_lr_scale=10.0),
+    "medium": dict(
+        layers=2,
+        hidden=650,
+        batch_size=20,
+        bptt=35,
+        epochs=39,
+        lr=1.0,
+        lr_decay=0.8,
+        decay_after=6,
+        clip=5.0,
+        init_scale=0.05,
+        dropout=0.5,
+        token_lr_scale=10.0,
+    ),
     # Character-level PTB (50 symbols), sized for an hour on two CPU cores: at a fixed budget,
     # windows of B 32 x T 50 (twice the updates of 32 x 100 per token) learn faster.
-    "char": dict(level="char", layers=1, hidden=512, batch_size=32, bptt=50, epochs=4, lr=3e-3,
-                 lr_decay=0.5, decay_after=2, optimizer="adam", clip=5.0, init_scale=0.08,
-                 forget_bias=1.0, dropout=0.0),
+    "char": dict(
+        level="char",
+        layers=1,
+        hidden=512,
+        batch_size=32,
+        bptt=50,
+        epochs=4,
+        lr=3e-3,
+        lr_decay=0.5,
+        decay_after=2,
+        optimizer="adam",
+        clip=5.0,
+        init_scale=0.08,
+        forget_bias=1.0,
+        dropout=0.0,
+    ),
 }
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
@@ -114,13 +178,18 @@ TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def resolve(preset: str | None, overrides: dict) -> tuple[dict, dict]:
-    """Preset values updated by the given (non-None) overrides, split into model and train fields."""
+    """Preset values updated by the given (non-None) overrides,
+    split into model and train fields."""
     if preset is not None and preset not in PRESETS:
         raise LMError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    merged = {**PRESETS.get(preset or "small", {}),
-              **{k: v for k, v in overrides.items() if v is not None}}
+    merged = {
+        **PRESETS.get(preset or "small", {}),
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     unknown = set(merged) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise LMError(f"unknown settings: {', '.join(sorted(unknown))}")
-    return ({k: v for k, v in merged.items() if k in MODEL_FIELDS},
-            {k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+    return (
+        {k: v for k, v in merged.items() if k in MODEL_FIELDS},
+        {k: v for k, v in merged.items() if k in TRAIN_FIELDS},
+    )

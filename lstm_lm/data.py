@@ -11,9 +11,9 @@ Token ids are positions in a sorted vocabulary, so they never change between run
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -51,8 +51,14 @@ class Vocab:
             ids = np.fromiter(map(lookup.__getitem__, toks), np.int32, len(toks))
         else:
             cps = _codepoints(_ptb_chars(text) if self.ptb_chars else text)
-            table = np.array([(_char_codepoint(s, self.ptb_chars), i) for i, s in enumerate(self.itos)
-                              if s != UNK], dtype=np.int64).reshape(-1, 2)
+            table = np.array(
+                [
+                    (_char_codepoint(s, self.ptb_chars), i)
+                    for i, s in enumerate(self.itos)
+                    if s != UNK
+                ],
+                dtype=np.int64,
+            ).reshape(-1, 2)
             table = table[np.argsort(table[:, 0])]  # (V, 2): code point, id
             pos = np.minimum(np.searchsorted(table[:, 0], cps), len(table) - 1)
             hit = table[pos, 0] == cps
@@ -65,7 +71,11 @@ class Vocab:
         toks = [self.itos[i] for i in np.asarray(ids).ravel()]
         if self.level == "word":
             lines = " ".join(toks).split(EOS)
-            return "\n".join(line.strip() for line in lines[:-1]) + ("\n" if len(lines) > 1 else "") + lines[-1].strip()
+            return (
+                "\n".join(line.strip() for line in lines[:-1])
+                + ("\n" if len(lines) > 1 else "")
+                + lines[-1].strip()
+            )
         text = "".join("\n" if t == EOS else t for t in toks)
         return text.replace("_", " ") if self.ptb_chars else text
 
@@ -73,7 +83,7 @@ class Vocab:
         return {"itos": list(self.itos), "level": self.level, "ptb_chars": self.ptb_chars}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Vocab":
+    def from_json(cls, d: dict) -> Vocab:
         return cls(tuple(d["itos"]), d["level"], bool(d.get("ptb_chars", False)))
 
 
@@ -98,7 +108,9 @@ def _train_counts(text: str, level: str, ptb_chars: bool) -> dict[str, int]:
     """Token type -> count in a training text."""
     if level == "word":
         return collections.Counter(_words(text))
-    cps, counts = np.unique(_codepoints(_ptb_chars(text) if ptb_chars else text), return_counts=True)
+    cps, counts = np.unique(
+        _codepoints(_ptb_chars(text) if ptb_chars else text), return_counts=True
+    )
     chars = (EOS if (c == ord("\n") and ptb_chars) else chr(c) for c in cps.tolist())
     return dict(zip(chars, counts.tolist()))
 
@@ -129,7 +141,9 @@ def read_text(path: str | Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise LMError(f"{path}: not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8") from None
+        raise LMError(
+            f"{path}: not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8"
+        ) from None
     if not text.strip():
         raise LMError(f"{path}: file is empty; give a file with some text")
     return text
@@ -139,8 +153,13 @@ def _with_final_newline(text: str) -> str:
     return text if text.endswith("\n") else text + "\n"
 
 
-def build_vocab(counts: dict[str, int], level: str, ptb_chars: bool = False,
-                max_vocab: int | None = None, min_count: int = 1) -> Vocab:
+def build_vocab(
+    counts: dict[str, int],
+    level: str,
+    ptb_chars: bool = False,
+    max_vocab: int | None = None,
+    min_count: int = 1,
+) -> Vocab:
     """Vocabulary from training counts: the most frequent types (ties alphabetical) with at
     least `min_count` occurrences, at most `max_vocab` of them including <unk>, which is
     added when anything is cut. Ids follow sorted order."""
@@ -162,11 +181,18 @@ def _split_from_train(text: str, fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def load_corpus(level: str = "word", *, data_dir: str | Path | None = None,
-                train: str | Path | None = None, valid: str | Path | None = None,
-                test: str | Path | None = None, ptb: bool | None = None,
-                max_vocab: int | None = None, min_count: int = 1,
-                valid_fraction: float = 0.1) -> Corpus:
+def load_corpus(
+    level: str = "word",
+    *,
+    data_dir: str | Path | None = None,
+    train: str | Path | None = None,
+    valid: str | Path | None = None,
+    test: str | Path | None = None,
+    ptb: bool | None = None,
+    max_vocab: int | None = None,
+    min_count: int = 1,
+    valid_fraction: float = 0.1,
+) -> Corpus:
     """Load a corpus: a directory holding ptb.{train,valid,test}.txt or {train,valid,test}.txt,
     or explicit files. With only a train file, the validation split is carved from its end.
     `ptb` selects the PTB character convention (default: when the files are PTB's)."""
@@ -175,7 +201,9 @@ def load_corpus(level: str = "word", *, data_dir: str | Path | None = None,
     if data_dir is not None:
         d = Path(data_dir)
         if not d.is_dir():
-            raise LMError(f"{d}: no such directory; give a directory with train.txt, valid.txt, test.txt")
+            raise LMError(
+                f"{d}: no such directory; give a directory with train.txt, valid.txt, test.txt"
+            )
         names = PTB_NAMES if (d / PTB_NAMES[0]).exists() else PLAIN_NAMES
         if not (d / names[0]).exists():
             raise LMError(f"{d}: holds neither train.txt nor ptb.train.txt")
@@ -196,12 +224,16 @@ def load_corpus(level: str = "word", *, data_dir: str | Path | None = None,
         train_text, valid_text = _split_from_train(train_text, valid_fraction)
         if not valid_text.strip() or not train_text.strip():
             raise LMError(f"{train}: too short to carve a validation split; give --valid FILE")
-        notes.append(f"no valid file: using the last {len(valid_text):,} characters "
-                     f"({valid_fraction:.0%}) of {Path(train).name} for validation")
+        notes.append(
+            f"no valid file: using the last {len(valid_text):,} characters "
+            f"({valid_fraction:.0%}) of {Path(train).name} for validation"
+        )
     test_text = _with_final_newline(read_text(test)) if test is not None else None
 
     ptb_chars = ptb and level == "char"
-    vocab = build_vocab(_train_counts(train_text, level, ptb_chars), level, ptb_chars, max_vocab, min_count)
+    vocab = build_vocab(
+        _train_counts(train_text, level, ptb_chars), level, ptb_chars, max_vocab, min_count
+    )
     others = [t for t in (valid_text, test_text) if t is not None]
     if UNK not in vocab.stoi and any(vocab.encode(t)[1] for t in others):
         vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
@@ -238,7 +270,7 @@ def window(data: np.ndarray, i: int, bptt: int) -> tuple[np.ndarray, np.ndarray]
     """
     s = i * bptt
     t = min(bptt, data.shape[1] - 1 - s)
-    return data[:, s: s + t], data[:, s + 1: s + 1 + t]
+    return data[:, s : s + t], data[:, s + 1 : s + 1 + t]
 
 
 def windows(data: np.ndarray, bptt: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -252,4 +284,5 @@ def check_fits(ids: np.ndarray, batch_size: int, bptt: int, what: str) -> None:
     if len(ids) // batch_size < bptt + 1:
         raise LMError(
             f"{what} is too small: {len(ids):,} tokens cannot fill one window of "
-            f"batch size {batch_size} x bptt {bptt}; use a smaller --batch-size or --bptt")
+            f"batch size {batch_size} x bptt {bptt}; use a smaller --batch-size or --bptt"
+        )

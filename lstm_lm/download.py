@@ -13,8 +13,8 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lstm_lm import LMError
 
@@ -52,10 +52,16 @@ def _source(mirror: str | None, name: str) -> str:
         return PTB_URL.format(name=name)
     if mirror.startswith(("http://", "https://")):
         return mirror.rstrip("/") + "/" + name
-    path = Path(urllib.parse.unquote(urllib.parse.urlparse(mirror).path)) if mirror.startswith("file://") \
+    path = (
+        Path(urllib.parse.unquote(urllib.parse.urlparse(mirror).path))
+        if mirror.startswith("file://")
         else Path(mirror)
+    )
     if not path.is_dir():
-        raise LMError(f"mirror {mirror}: no such directory; give a directory or URL holding {', '.join(PTB_SHA256)}")
+        raise LMError(
+            f"mirror {mirror}: no such directory; "
+            f"give a directory or URL holding {', '.join(PTB_SHA256)}"
+        )
     return str(path / name)
 
 
@@ -65,12 +71,16 @@ def _open(src: str):
         try:
             resp = urllib.request.urlopen(src, timeout=30)
         except urllib.error.HTTPError as e:
-            raise LMError(f"cannot fetch {src}: HTTP {e.code} {e.reason}; "
-                          f"try --mirror (or {MIRROR_ENV}) pointing at a copy of the PTB files") from None
+            raise LMError(
+                f"cannot fetch {src}: HTTP {e.code} {e.reason}; "
+                f"try --mirror (or {MIRROR_ENV}) pointing at a copy of the PTB files"
+            ) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", None) or e
-            raise LMError(f"cannot reach {urllib.parse.urlparse(src).netloc} ({reason}); "
-                          f"try --mirror (or {MIRROR_ENV}) pointing at a copy of the PTB files") from None
+            raise LMError(
+                f"cannot reach {urllib.parse.urlparse(src).netloc} ({reason}); "
+                f"try --mirror (or {MIRROR_ENV}) pointing at a copy of the PTB files"
+            ) from None
         length = resp.headers.get("Content-Length")
         return resp, int(length) if length else None
     try:
@@ -80,9 +90,14 @@ def _open(src: str):
 
 
 def _write_error(dest: Path, e: OSError) -> LMError:
-    hint = {errno.ENOSPC: "free some space or choose --dest",
-            errno.EACCES: "choose a writable --dest", errno.EROFS: "choose a writable --dest"}
-    return LMError(f"cannot write to {dest}: {e.strerror}; {hint.get(e.errno, 'check the destination')}")
+    hint = {
+        errno.ENOSPC: "free some space or choose --dest",
+        errno.EACCES: "choose a writable --dest",
+        errno.EROFS: "choose a writable --dest",
+    }
+    return LMError(
+        f"cannot write to {dest}: {e.strerror}; {hint.get(e.errno, 'check the destination')}"
+    )
 
 
 def fetch_file(name: str, dest: Path, mirror: str | None, progress: Progress | None = None) -> Path:
@@ -93,8 +108,12 @@ def fetch_file(name: str, dest: Path, mirror: str | None, progress: Progress | N
     h = hashlib.sha256()
     tmp = None
     try:
-        with stream, tempfile.NamedTemporaryFile(dir=dest, prefix=f".{name}.", suffix=".part",
-                                                 delete=False) as out:
+        with (
+            stream,
+            tempfile.NamedTemporaryFile(
+                dir=dest, prefix=f".{name}.", suffix=".part", delete=False
+            ) as out,
+        ):
             tmp = Path(out.name)
             done = 0
             for block in iter(lambda: stream.read(CHUNK), b""):
@@ -107,8 +126,10 @@ def fetch_file(name: str, dest: Path, mirror: str | None, progress: Progress | N
             os.fsync(out.fileno())
         got = h.hexdigest()
         if got != PTB_SHA256[name]:
-            raise LMError(f"{name} from {src}: checksum mismatch (expected {PTB_SHA256[name]}, got {got}); "
-                          "the source is corrupt, try another --mirror")
+            raise LMError(
+                f"{name} from {src}: checksum mismatch (expected {PTB_SHA256[name]}, got {got}); "
+                "the source is corrupt, try another --mirror"
+            )
         os.replace(tmp, final)
         tmp = None
     except OSError as e:
@@ -121,8 +142,12 @@ def fetch_file(name: str, dest: Path, mirror: str | None, progress: Progress | N
     return final
 
 
-def fetch_ptb(dest: str | Path = DEFAULT_DEST, mirror: str | None = None,
-              log: Log | None = None, progress: Progress | None = None) -> Path:
+def fetch_ptb(
+    dest: str | Path = DEFAULT_DEST,
+    mirror: str | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
+) -> Path:
     """Make sure `dest` holds the three verified PTB files, fetching what is missing or bad.
     `mirror` defaults to the LSTM_LM_PTB_MIRROR environment variable, then the canonical URLs."""
     dest = Path(dest)
@@ -142,4 +167,3 @@ def fetch_ptb(dest: str | Path = DEFAULT_DEST, mirror: str | None = None,
         log(f"fetching {name} from {_source(mirror, name)}")
         fetch_file(name, dest, mirror, progress)
     return dest
-

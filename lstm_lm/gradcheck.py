@@ -12,7 +12,7 @@ for the token rows of layer 0, rows of tokens in the window and rows of absent t
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,7 +27,9 @@ TOLERANCE = 1e-6  # largest relative error accepted
 FLOOR = 1e-5
 
 
-def max_relative_error(loss: Callable[[], float], array: np.ndarray, grad: np.ndarray, entries) -> float:
+def max_relative_error(
+    loss: Callable[[], float], array: np.ndarray, grad: np.ndarray, entries
+) -> float:
     """Largest relative error between `grad` and the numerical derivative of `loss()` with
     respect to `array` (perturbed in place and restored) over the given index tuples."""
     err = 0.0
@@ -54,8 +56,9 @@ def entries(shape, rng, n: int, rows=None) -> list[tuple]:
     return list(zip(r, *rest))
 
 
-def check_gradients(config: ModelConfig, batch_size: int = 2, bptt: int = 4, seed: int = 0,
-                    samples: int = 30) -> dict[str, float]:
+def check_gradients(
+    config: ModelConfig, batch_size: int = 2, bptt: int = 4, seed: int = 0, samples: int = 30
+) -> dict[str, float]:
     """Largest relative error per array name (and `state.l{k}.{j}` for initial states)."""
     rng = np.random.default_rng(seed)
     model = LanguageModel.init(config, rng, "float64")
@@ -81,14 +84,20 @@ def check_gradients(config: ModelConfig, batch_size: int = 2, bptt: int = 4, see
     errors = {}
     for name, array in model.named_arrays().items():
         if name.startswith("l0.W"):  # token rows: some present in the window, some absent
-            idx = (entries(array.shape, rng, samples, np.arange(H)) +
-                   entries(array.shape, rng, samples, present) +
-                   entries(array.shape, rng, max(1, samples // 3), absent if len(absent) else present))
+            idx = (
+                entries(array.shape, rng, samples, np.arange(H))
+                + entries(array.shape, rng, samples, present)
+                + entries(
+                    array.shape, rng, max(1, samples // 3), absent if len(absent) else present
+                )
+            )
         else:
             idx = entries(array.shape, rng, samples)
         errors[name] = max_relative_error(loss, array, analytic[name], idx)
     for k, s in enumerate(state):
         for j, arr in enumerate(s):
             name = f"state.l{k}.{j}"
-            errors[name] = max_relative_error(loss, arr, dstate[name], entries(arr.shape, rng, samples))
+            errors[name] = max_relative_error(
+                loss, arr, dstate[name], entries(arr.shape, rng, samples)
+            )
     return errors

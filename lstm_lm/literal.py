@@ -20,8 +20,15 @@ def _sigmoid(a):
     return 0.5 * np.tanh(0.5 * a) + 0.5
 
 
-def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray, y: np.ndarray,
-                           state, masks=None, scale: float = 1.0):
+def literal_loss_and_grads(
+    P: dict[str, np.ndarray],
+    layers: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    state,
+    masks=None,
+    scale: float = 1.0,
+):
     """x, y: (B, T) ids; state: per layer (h, c), each (B, H); masks: as LanguageModel.draw_masks
     ((T, B, 4H) on layer 0's token rows, (T, B, H) on the inputs above, or None). Each of the
     B streams is run on its own, batch 1.
@@ -48,13 +55,18 @@ def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray,
                 z = np.concatenate([h[k], inp])  # (H + D,)
                 m = {n: np.ones(H) for n in GATES}  # dropout on the x part of layer 0's gates
                 if k == 0 and masks[0] is not None:
-                    m = {n: masks[0][t, b, j * H:(j + 1) * H] for j, n in enumerate(PACKED)}
+                    m = {n: masks[0][t, b, j * H : (j + 1) * H] for j, n in enumerate(PACKED)}
 
                 def pre(n, z=z, k=k, m=m):
                     W = P[f"l{k}.W{n}"]
                     return z[:H] @ W[:H] + m[n] * (z[H:] @ W[H:]) + P[f"l{k}.b{n}"]
 
-                f, i, g, o = _sigmoid(pre("f")), _sigmoid(pre("i")), np.tanh(pre("c")), _sigmoid(pre("o"))
+                f, i, g, o = (
+                    _sigmoid(pre("f")),
+                    _sigmoid(pre("i")),
+                    np.tanh(pre("c")),
+                    _sigmoid(pre("o")),
+                )
                 c_prev = c[k]
                 c[k] = f * c_prev + i * g
                 h[k] = o * np.tanh(c[k])
@@ -85,9 +97,13 @@ def literal_loss_and_grads(P: dict[str, np.ndarray], layers: int, x: np.ndarray,
                 z, m, f, i, g, o, c_prev, tanh_c = step[k]
                 dh = dabove + dh_next[k]
                 do = dh * tanh_c
-                dc = dc_next[k] + dh * o * (1 - tanh_c ** 2)
-                da = {"f": dc * c_prev * f * (1 - f), "i": dc * g * i * (1 - i),
-                      "c": dc * i * (1 - g ** 2), "o": do * o * (1 - o)}
+                dc = dc_next[k] + dh * o * (1 - tanh_c**2)
+                da = {
+                    "f": dc * c_prev * f * (1 - f),
+                    "i": dc * g * i * (1 - i),
+                    "c": dc * i * (1 - g**2),
+                    "o": do * o * (1 - o),
+                }
                 dz = np.zeros_like(z)
                 for name in GATES:
                     W, dW, dx = P[f"l{k}.W{name}"], G[f"l{k}.W{name}"], da[name] * m[name]

@@ -26,8 +26,13 @@ def _rows(logits: np.ndarray, targets: np.ndarray, dscale: float | None) -> np.n
     return nll
 
 
-def softmax_cross_entropy_(logits: np.ndarray, targets: np.ndarray, dscale: float | None,
-                           pool: Executor | None = None, chunks: int = 1) -> np.ndarray:
+def softmax_cross_entropy_(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    dscale: float | None,
+    pool: Executor | None = None,
+    chunks: int = 1,
+) -> np.ndarray:
     """Negative log-likelihood of `targets` under softmax(logits).
 
     logits: (N, V), overwritten; targets: (N,) int ids.
@@ -39,6 +44,8 @@ def softmax_cross_entropy_(logits: np.ndarray, targets: np.ndarray, dscale: floa
     if pool is None or chunks < 2 or len(targets) < 2 * chunks:
         return _rows(logits, targets, dscale)
     cuts = np.linspace(0, len(targets), chunks + 1).astype(int)
-    parts = pool.map(lambda i: _rows(logits[cuts[i]:cuts[i + 1]], targets[cuts[i]:cuts[i + 1]], dscale),
-                     range(chunks))
+    parts = pool.map(
+        lambda i: _rows(logits[cuts[i] : cuts[i + 1]], targets[cuts[i] : cuts[i + 1]], dscale),
+        range(chunks),
+    )
     return np.concatenate(list(parts))

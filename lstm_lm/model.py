@@ -37,11 +37,11 @@ State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for
 
 
 class Result(NamedTuple):
-    loss: float                   # mean negative log-likelihood per target token (nats)
+    loss: float  # mean negative log-likelihood per target token (nats)
     grads: dict[str, np.ndarray]  # d(scale * loss)/d(param), same keys as params
-    state: State                  # final state, detached
-    dstate0: State                # d(scale * loss)/d(initial state)
-    rows: dict[str, np.ndarray]   # grads[k] is zero outside these rows (sparse token rows)
+    state: State  # final state, detached
+    dstate0: State  # d(scale * loss)/d(initial state)
+    rows: dict[str, np.ndarray]  # grads[k] is zero outside these rows (sparse token rows)
 
 
 class LanguageModel:
@@ -66,10 +66,14 @@ class LanguageModel:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def init(cls, config: ModelConfig, rng: np.random.Generator, dtype="float32") -> "LanguageModel":
+    def init(cls, config: ModelConfig, rng: np.random.Generator, dtype="float32") -> LanguageModel:
         """Weights uniform in +-init_scale, biases zero, the forget bias set."""
         dtype = np.dtype(dtype)
-        H, V, G = config.hidden, config.vocab_size, len(CELL_TYPES[config.cell].gates) * config.hidden
+        H, V, G = (
+            config.hidden,
+            config.vocab_size,
+            len(CELL_TYPES[config.cell].gates) * config.hidden,
+        )
         s = config.init_scale
         params = {}
         for k in range(config.layers):
@@ -82,8 +86,11 @@ class LanguageModel:
         if "f" in model.cell.gates:
             named = model.named_arrays()
             for k in range(config.layers):
-                named[f"l{k}.bf"][...] = (np.log(rng.uniform(1, config.chrono - 1, H)) if config.chrono
-                                          else config.forget_bias)
+                named[f"l{k}.bf"][...] = (
+                    np.log(rng.uniform(1, config.chrono - 1, H))
+                    if config.chrono
+                    else config.forget_bias
+                )
         return model
 
     def named_arrays(self) -> dict[str, np.ndarray]:
@@ -92,13 +99,15 @@ class LanguageModel:
         for k in range(self.config.layers):
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
             for j, g in enumerate(self.cell.gates):
-                out[f"l{k}.W{g}"] = W[:, j * H:(j + 1) * H]
-                out[f"l{k}.b{g}"] = b[j * H:(j + 1) * H]
+                out[f"l{k}.W{g}"] = W[:, j * H : (j + 1) * H]
+                out[f"l{k}.b{g}"] = b[j * H : (j + 1) * H]
         out["Wy"], out["by"] = self.params["Wy"], self.params["by"]
         return out
 
     @classmethod
-    def from_named(cls, config: ModelConfig, arrays: dict[str, np.ndarray], dtype=None) -> "LanguageModel":
+    def from_named(
+        cls, config: ModelConfig, arrays: dict[str, np.ndarray], dtype=None
+    ) -> LanguageModel:
         """Build from contract-named arrays (as in a checkpoint), checking every shape."""
         cell, H, V = CELL_TYPES[config.cell], config.hidden, config.vocab_size
         dtype = np.dtype(dtype or arrays["Wy"].dtype)
@@ -113,7 +122,9 @@ class LanguageModel:
         params = {}
         for k in range(config.layers):
             D = V if k == 0 else H
-            params[f"l{k}.W"] = np.concatenate([get(f"l{k}.W{g}", (H + D, H)) for g in cell.gates], axis=1)
+            params[f"l{k}.W"] = np.concatenate(
+                [get(f"l{k}.W{g}", (H + D, H)) for g in cell.gates], axis=1
+            )
             params[f"l{k}.b"] = np.concatenate([get(f"l{k}.b{g}", (H,)) for g in cell.gates])
         params["Wy"], params["by"] = get("Wy", (H, V)), get("by", (V,))
         return cls(config, params)
@@ -135,7 +146,9 @@ class LanguageModel:
             keep = self.dtype.type(1 / (1 - p))
             return (rng.random(shape, dtype=self.dtype) >= p) * keep if p > 0 else None
 
-        return [mask(c.input_dropout, (T, B, G))] + [mask(c.dropout, (T, B, c.hidden)) for _ in range(c.layers)]
+        return [mask(c.input_dropout, (T, B, G))] + [
+            mask(c.dropout, (T, B, c.hidden)) for _ in range(c.layers)
+        ]
 
     # --- forward / backward ------------------------------------------------------------
     def _forward(self, tokens: np.ndarray, state: State, masks):
@@ -162,8 +175,16 @@ class LanguageModel:
             self._logits = np.empty((n, V), self.dtype)
         return self._logits
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, state: State, *,
-                       rng: np.random.Generator | None = None, masks=None, scale: float = 1.0) -> Result:
+    def loss_and_grads(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        state: State,
+        *,
+        rng: np.random.Generator | None = None,
+        masks=None,
+        scale: float = 1.0,
+    ) -> Result:
         """Forward and backward over one window.
 
         x, y: (B, T) input and target ids; state: initial state (carried, detached);
@@ -199,11 +220,15 @@ class LanguageModel:
             inp, cache = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
             with self._time_loop_threads(B):
-                dxproj, dWh, dstate0[k] = self.cell.backward(dhs, (None,) * self.cell.n_state, cache)
+                dxproj, dWh, dstate0[k] = self.cell.backward(
+                    dhs, (None,) * self.cell.n_state, cache
+                )
             dW[:H] = dWh
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
-                rows, drows = embed_backward(dxproj if masks[0] is None else dxproj * masks[0], tokens)
+                rows, drows = embed_backward(
+                    dxproj if masks[0] is None else dxproj * masks[0], tokens
+                )
                 dW[H + self._token_rows] = 0
                 dW[H + rows] = drows
                 self._token_rows = rows
@@ -224,9 +249,13 @@ class LanguageModel:
         (nats, float64) and the final state."""
         top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
         B, T = x.shape
-        logits = np.matmul(top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T))
+        logits = np.matmul(
+            top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T)
+        )
         logits += self.params["by"]
-        return float(softmax_cross_entropy_(logits, y.T.ravel(), None, self._pool, self._threads).sum()), final
+        return float(
+            softmax_cross_entropy_(logits, y.T.ravel(), None, self._pool, self._threads).sum()
+        ), final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 Rows = dict[str, np.ndarray]
 
 
@@ -22,7 +21,9 @@ def _live(grads: dict[str, np.ndarray], rows: Rows | None):
         yield k, (g if r is None else g[r]), r
 
 
-def clip_global_norm_(grads: dict[str, np.ndarray], max_norm: float, rows: Rows | None = None) -> float:
+def clip_global_norm_(
+    grads: dict[str, np.ndarray], max_norm: float, rows: Rows | None = None
+) -> float:
     """Scale all gradients together so their joint L2 norm is at most max_norm (0: never).
     Returns the norm before clipping (inf or nan if a gradient is not finite)."""
     live = list(_live(grads, rows))
@@ -72,7 +73,7 @@ class Adam(SGD):
     def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        step_size = lr * np.sqrt(1 - b2 ** self.t) / (1 - b1 ** self.t)
+        step_size = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for k, p in params.items():
             g, m, v = grads[k], self.m[k], self.v[k]
             one = p.dtype.type
@@ -88,8 +89,11 @@ class Adam(SGD):
             p -= g
 
     def state_dict(self):
-        return {"t": np.array(self.t), **{f"m.{k}": a for k, a in self.m.items()},
-                **{f"v.{k}": a for k, a in self.v.items()}}
+        return {
+            "t": np.array(self.t),
+            **{f"m.{k}": a for k, a in self.m.items()},
+            **{f"v.{k}": a for k, a in self.v.items()},
+        }
 
     def load_state_dict(self, state):
         self.t = int(state["t"])

@@ -6,7 +6,7 @@ randomness comes from the caller's numpy Generator, so a seed reproduces a sampl
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -26,8 +26,13 @@ def prime(model: LanguageModel, seed_ids: np.ndarray) -> tuple[np.ndarray, State
     return logits[0], state
 
 
-def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
-         top_k: int | None = None, greedy: bool = False) -> int:
+def draw(
+    logits: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    greedy: bool = False,
+) -> int:
     """One token id from logits (V,)."""
     if greedy:
         return int(np.argmax(logits))
@@ -40,8 +45,15 @@ def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(z) - 1))
 
 
-def generate(model: LanguageModel, seed_ids: np.ndarray, length: int, rng: np.random.Generator,
-             temperature: float = 1.0, top_k: int | None = None, greedy: bool = False) -> Iterator[int]:
+def generate(
+    model: LanguageModel,
+    seed_ids: np.ndarray,
+    length: int,
+    rng: np.random.Generator,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    greedy: bool = False,
+) -> Iterator[int]:
     """Yield `length` token ids following the seed."""
     if temperature <= 0:
         raise LMError("temperature must be positive")

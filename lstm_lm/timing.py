@@ -5,7 +5,8 @@ import time
 
 
 def median_rate(fn, tokens: int, warmup: int, repeats: int) -> float:
-    """Tokens per second of fn(), the median over `repeats` timed calls after `warmup` untimed ones."""
+    """Tokens per second of fn(): the median over `repeats` timed calls
+    after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -31,7 +31,9 @@ from lstm_lm.optim import OPTIMIZERS, clip_global_norm_
 LN2 = math.log(2)
 
 
-def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int = 1, bptt: int = 35) -> tuple[float, int]:
+def evaluate(
+    model: LanguageModel, ids: np.ndarray, batch_size: int = 1, bptt: int = 35
+) -> tuple[float, int]:
     """Summed NLL (nats) and number of targets over a whole stream, the state carried
     across windows. With batch size 1 every token but the first is a target; with B > 1
     the len(ids) % B tokens of the remainder are dropped."""
@@ -49,11 +51,12 @@ def evaluate(model: LanguageModel, ids: np.ndarray, batch_size: int = 1, bptt: i
 @dataclass
 class TrainState:
     """Where a run stands; saved in every checkpoint (JSON)."""
+
     step: int = 0
-    epoch: int = 1          # the epoch being trained (1-based)
-    window: int = 0         # next window of that epoch
+    epoch: int = 1  # the epoch being trained (1-based)
+    window: int = 0  # next window of that epoch
     tokens: int = 0
-    elapsed: float = 0.0    # seconds of training and evaluation, resumes included
+    elapsed: float = 0.0  # seconds of training and evaluation, resumes included
     best_valid: float = math.inf
     rng: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # the metrics of every evaluation
@@ -61,37 +64,58 @@ class TrainState:
 
 @dataclass
 class Event:
-    kind: str               # "start" | "step" | "eval" | "epoch_end" | "end"
+    kind: str  # "start" | "step" | "eval" | "epoch_end" | "end"
     state: TrainState
     lr: float = 0.0
-    loss: float = 0.0       # "step": this window's mean NLL
+    loss: float = 0.0  # "step": this window's mean NLL
     metrics: dict | None = None  # "eval": the metrics.jsonl line
-    reason: str = ""        # "end": finished | max-steps | max-tokens | interrupted
-    windows: int = 0        # windows per epoch
+    reason: str = ""  # "end": finished | max-steps | max-tokens | interrupted
+    windows: int = 0  # windows per epoch
 
 
 class Diverged(LMError):
     pass
 
 
-def metrics_line(state: TrainState, lr: float, train_loss: float, valid_loss: float, tokens_per_s: float,
-                 level: str, windows: int) -> dict:
+def metrics_line(
+    state: TrainState,
+    lr: float,
+    train_loss: float,
+    valid_loss: float,
+    tokens_per_s: float,
+    level: str,
+    windows: int,
+) -> dict:
     """One line of metrics.jsonl (and of `train --json`)."""
     epoch = state.epoch - 1 + state.window / windows
-    line = {"step": state.step, "epoch": round(epoch, 4), "lr": lr,
-            "train_loss": train_loss, "train_ppl": math.exp(min(train_loss, 700)),
-            "valid_loss": valid_loss, "valid_ppl": math.exp(min(valid_loss, 700)),
-            "tokens_per_s": round(tokens_per_s, 1), "elapsed": round(state.elapsed, 2)}
+    line = {
+        "step": state.step,
+        "epoch": round(epoch, 4),
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_ppl": math.exp(min(train_loss, 700)),
+        "valid_loss": valid_loss,
+        "valid_ppl": math.exp(min(valid_loss, 700)),
+        "tokens_per_s": round(tokens_per_s, 1),
+        "elapsed": round(state.elapsed, 2),
+    }
     if level == "char":
         line["valid_bpc"] = valid_loss / LN2
     return line
 
 
-def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str | Path | None = None,
-        data_source: dict | None = None, resume: checkpoint.Checkpoint | None = None,
-        rng: np.random.Generator | None = None,
-        on_event: Callable[[Event], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> TrainState:
+def fit(
+    model: LanguageModel,
+    corpus: Corpus,
+    tc: TrainConfig,
+    *,
+    run_dir: str | Path | None = None,
+    data_source: dict | None = None,
+    resume: checkpoint.Checkpoint | None = None,
+    rng: np.random.Generator | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainState:
     """Train `model` on `corpus.train` following `tc`; see the module docstring.
     `rng` (default: seeded with tc.seed) draws the dropout masks; on resume its state is
     restored from the checkpoint."""
@@ -117,8 +141,16 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
     def save(name: str) -> None:
         if run_dir is not None:
             st.rng = rng.bit_generator.state
-            checkpoint.save(run_dir / name, model, corpus.vocab, tc, asdict(st), source,
-                            optimizer.state_dict(), hidden if st.window > 0 else None)
+            checkpoint.save(
+                run_dir / name,
+                model,
+                corpus.vocab,
+                tc,
+                asdict(st),
+                source,
+                optimizer.state_dict(),
+                hidden if st.window > 0 else None,
+            )
 
     def done() -> str:
         if st.epoch > tc.epochs:
@@ -135,8 +167,15 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
         nll, n = evaluate(model, corpus.valid, valid_B, T)
         st.elapsed += time.perf_counter() - t0
         train_loss = loss_sum / max(loss_n, 1)
-        line = metrics_line(st, lr, train_loss, nll / n, train_tokens / max(train_time, 1e-9),
-                            corpus.vocab.level, n_windows)
+        line = metrics_line(
+            st,
+            lr,
+            train_loss,
+            nll / n,
+            train_tokens / max(train_time, 1e-9),
+            corpus.vocab.level,
+            n_windows,
+        )
         st.history.append(line)
         loss_sum = loss_n = train_tokens = 0
         train_time = 0.0
@@ -153,7 +192,9 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "metrics.jsonl").touch()
         except OSError as e:
-            raise LMError(f"cannot write to run directory {run_dir}: {e.strerror}; choose another --out") from None
+            raise LMError(
+                f"cannot write to run directory {run_dir}: {e.strerror}; choose another --out"
+            ) from None
     loss_sum, loss_n, train_time, train_tokens = 0.0, 0, 0.0, 0
     emit(Event("start", st, tc.lr_at(st.epoch), windows=n_windows))
     reason = done()
@@ -164,8 +205,11 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
         r = model.loss_and_grads(x, y, hidden, rng=rng, scale=float(x.shape[1]))
         norm = clip_global_norm_(r.grads, tc.clip, r.rows)
         if not (math.isfinite(r.loss) and math.isfinite(norm)):
-            raise Diverged(f"the loss became {'nan' if math.isnan(r.loss * norm) else 'inf'} at step {st.step + 1}; "
-                           "training stopped and the saved checkpoints were kept; try a lower --lr or --clip")
+            raise Diverged(
+                f"the loss became {'nan' if math.isnan(r.loss * norm) else 'inf'} "
+                f"at step {st.step + 1}; "
+                "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
+            )
         model.scale_token_grads_(r.grads, tc.token_lr_scale)
         optimizer.step(model.params, r.grads, lr, r.rows)
         hidden = r.state
@@ -179,7 +223,9 @@ def fit(model: LanguageModel, corpus: Corpus, tc: TrainConfig, *, run_dir: str |
         loss_sum += r.loss * x.size
         loss_n += x.size
         emit(Event("step", st, lr, loss=r.loss, windows=n_windows))
-        if st.window == n_windows:  # the next epoch starts afresh: checkpoints saved now resume there
+        if (
+            st.window == n_windows
+        ):  # the next epoch starts afresh: checkpoints saved now resume there
             st.epoch += 1
             st.window = 0
             hidden = model.init_state(B)

@@ -25,7 +25,10 @@ def ptb_location() -> Path | None:
 def ptb_dir() -> Path:
     where = ptb_location()
     if where is None:
-        pytest.skip("PTB not available: set LSTM_LM_PTB_MIRROR (CI sets it to ../shared/ptb) or run lstm-lm download")
+        pytest.skip(
+            "PTB not available: set LSTM_LM_PTB_MIRROR (CI sets it to ../shared/ptb) "
+            "or run lstm-lm download"
+        )
     return where
 
 
@@ -73,8 +76,32 @@ def tiny_run(tmp_path_factory, markov_corpus):
     """A small word-level run on the Markov corpus (a few seconds)."""
     data, _ = markov_corpus
     out = tmp_path_factory.mktemp("run") / "tiny"
-    r = CliRunner().invoke(main, ["train", "--data", str(data), "--layers", "1", "--hidden", "16",
-                                  "--batch-size", "8", "--bptt", "10", "--epochs", "1", "--max-steps", "60",
-                                  "--optimizer", "adam", "--lr", "0.01", "--out", str(out), "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--layers",
+            "1",
+            "--hidden",
+            "16",
+            "--batch-size",
+            "8",
+            "--bptt",
+            "10",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "60",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out

@@ -20,18 +20,27 @@ N_STATE = {"lstm": 2, "gru": 1, "rnn": 1, "janet": 1}
 @pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
 @pytest.mark.parametrize("layers,dropout", [(1, 0.0), (2, 0.3)])
 def test_gradient_check(cell, layers, dropout):
-    errors = check_gradients(ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout, cell=cell),
-                             bptt=5, seed=layers)
-    expected = {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in GATES[cell]} | {"Wy", "by"} | \
-               {f"state.l{k}.0" for k in range(layers)}
+    errors = check_gradients(
+        ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout, cell=cell),
+        bptt=5,
+        seed=layers,
+    )
+    expected = (
+        {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in GATES[cell]}
+        | {"Wy", "by"}
+        | {f"state.l{k}.0" for k in range(layers)}
+    )
     assert set(errors) == expected
     assert max(errors.values()) < TOLERANCE, errors
 
 
 def one_unit_model(cell, weights):
     """A 1-unit, 2-token model; weights: gate -> (w_h, w_x for token 1, bias)."""
-    m = LanguageModel.init(ModelConfig(vocab_size=2, hidden=1, layers=1, cell=cell), np.random.default_rng(0),
-                           "float64")
+    m = LanguageModel.init(
+        ModelConfig(vocab_size=2, hidden=1, layers=1, cell=cell),
+        np.random.default_rng(0),
+        "float64",
+    )
     A = m.named_arrays()
     for g, (wh, wx, b) in weights.items():
         A[f"l0.W{g}"][:, 0] = [wh, 0.0, wx]
@@ -45,8 +54,14 @@ sig = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
 @pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
 def test_pinned_step_follows_the_equations(cell):
     """One step from h0 = 0.5 on token 1, computed by hand from the issue's equations."""
-    w = {"z": (0.1, 0.2, 0.05), "r": (-0.3, 0.4, 0.05), "n": (0.5, -0.6, 0.05), "h": (0.7, 0.8, -0.1),
-         "f": (0.3, -0.2, 0.1), "c": (0.6, 0.9, -0.05)}
+    w = {
+        "z": (0.1, 0.2, 0.05),
+        "r": (-0.3, 0.4, 0.05),
+        "n": (0.5, -0.6, 0.05),
+        "h": (0.7, 0.8, -0.1),
+        "f": (0.3, -0.2, 0.1),
+        "c": (0.6, 0.9, -0.05),
+    }
     m = one_unit_model(cell, {g: w[g] for g in GATES[cell]})
     h0 = 0.5
     if cell == "rnn":
@@ -76,6 +91,7 @@ def test_layer_api_gradients(cell):
     def loss():
         hs, sT, _ = layer_forward(cell, x, state, W, b)
         return float((hs * C).sum() + sum((s * c).sum() for s, c in zip(sT, Cs)))
+
     hs, _, cache = layer_forward(cell, x, state, W, b)
     assert hs.shape == (B, T, H)
     dx, dW, db, dstate0 = layer_backward(C, tuple(Cs), cache)
@@ -84,8 +100,10 @@ def test_layer_api_gradients(cell):
 
 
 def test_chrono_initialisation():
-    m = LanguageModel.init(ModelConfig(vocab_size=5, hidden=50, layers=1, cell="janet", chrono=100),
-                           np.random.default_rng(0))
+    m = LanguageModel.init(
+        ModelConfig(vocab_size=5, hidden=50, layers=1, cell="janet", chrono=100),
+        np.random.default_rng(0),
+    )
     bf = m.named_arrays()["l0.bf"]
     assert (bf >= 0).all() and (bf <= np.log(99) + 1e-6).all() and bf.std() > 0.3
 
@@ -94,9 +112,29 @@ def test_chrono_initialisation():
 def test_cells_through_the_cli(cell, markov_corpus, tmp_path):
     data, _ = markov_corpus
     out = tmp_path / cell
-    r = CliRunner().invoke(main, ["train", "--data", str(data), "--cell", cell, "--layers", "2", "--hidden", "8",
-                                  "--max-steps", "15", "--batch-size", "8", "--bptt", "10", "--out", str(out),
-                                  "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--cell",
+            cell,
+            "--layers",
+            "2",
+            "--hidden",
+            "8",
+            "--max-steps",
+            "15",
+            "--batch-size",
+            "8",
+            "--bptt",
+            "10",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     c = checkpoint.load(out)
     assert c.model.config.cell == cell
@@ -104,10 +142,14 @@ def test_cells_through_the_cli(cell, markov_corpus, tmp_path):
         assert {f"l1.W{g}" for g in GATES[cell]} <= set(z.files)
     r = CliRunner().invoke(main, ["eval", str(out), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["ppl"] > 1
-    r = CliRunner().invoke(main, ["sample", str(out), "--seed-text", "a", "--length", "5", "--seed", "0"])
+    r = CliRunner().invoke(
+        main, ["sample", str(out), "--seed-text", "a", "--length", "5", "--seed", "0"]
+    )
     assert r.exit_code == 0 and len(r.stdout.split()) == 6
-    r = CliRunner().invoke(main, ["bench", "--cell", cell, "--vocab", "50", "--hidden", "8", "--repeats", "2",
-                                  "--json"])
+    r = CliRunner().invoke(
+        main,
+        ["bench", "--cell", cell, "--vocab", "50", "--hidden", "8", "--repeats", "2", "--json"],
+    )
     assert r.exit_code == 0 and json.loads(r.stdout)["cell"] == cell
 
 

@@ -26,7 +26,9 @@ def test_help_lists_commands():
 
 def test_version_and_module_entry():
     assert invoke("--version").output.strip() == f"lstm-lm, version {__version__}"
-    out = subprocess.run([sys.executable, "-m", "lstm_lm", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lstm_lm", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and __version__ in out.stdout
 
 
@@ -57,7 +59,9 @@ def test_sample_is_reproducible_and_streams_words(tiny_run):
     g1 = invoke("sample", tiny_run, "--seed-text", "a", "--greedy", "--length", 8)
     g2 = invoke("sample", tiny_run, "--seed-text", "a", "--greedy", "--length", 8, "--seed", 99)
     assert g1.stdout == g2.stdout
-    r = invoke("sample", tiny_run, "--seed-text", "a", "--num", 2, "--top-k", 2, "--temperature", 0.5)
+    r = invoke(
+        "sample", tiny_run, "--seed-text", "a", "--num", 2, "--top-k", 2, "--temperature", 0.5
+    )
     assert r.exit_code == 0 and r.stdout.count("\n") >= 2
 
 
@@ -77,15 +81,42 @@ def test_info_shows_config_and_curve(tiny_run):
 
 
 def test_gradcheck_command():
-    r = invoke("gradcheck", "--layers", 2, "--hidden", 4, "--bptt", 3, "--dropout", 0.2, "--input-dropout", 0.3)
+    r = invoke(
+        "gradcheck",
+        "--layers",
+        2,
+        "--hidden",
+        4,
+        "--bptt",
+        3,
+        "--dropout",
+        0.2,
+        "--input-dropout",
+        0.3,
+    )
     assert r.exit_code == 0, r.output
     assert "input dropout 0.3" in r.stdout
     assert "l1.Wo" in r.stdout and "state.l1.1" in r.stdout and "FAIL" not in r.stdout
 
 
 def test_bench_command_json():
-    r = invoke("bench", "--vocab", 50, "--hidden", 8, "--layers", 1, "--batch-size", 4, "--bptt", 5,
-               "--repeats", 2, "--literal", "--json")
+    r = invoke(
+        "bench",
+        "--vocab",
+        50,
+        "--hidden",
+        8,
+        "--layers",
+        1,
+        "--batch-size",
+        4,
+        "--bptt",
+        5,
+        "--repeats",
+        2,
+        "--literal",
+        "--json",
+    )
     assert r.exit_code == 0, r.output
     fast, literal = json.loads(r.stdout)
     assert fast["train_tokens_per_s"] > 0 and fast["eval_tokens_per_s"] > 0
@@ -94,6 +125,7 @@ def test_bench_command_json():
 
 # --- bad input: one line, non-zero exit, no traceback ----------------------------------------
 
+
 def assert_clean_error(r, code, *fragments):
     assert r.exit_code == code, r.output
     assert "Traceback" not in r.output
@@ -101,34 +133,43 @@ def assert_clean_error(r, code, *fragments):
         assert f in r.output, r.output
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["train", "--hidden", "0"], "--hidden"),
-    (["train", "--batch-size", "-3"], "--batch-size"),
-    (["train", "--dropout", "1.5"], "--dropout"),
-    (["train", "--input-dropout", "1"], "--input-dropout"),
-    (["train", "--lr", "0"], "--lr"),
-    (["train", "--optimizer", "rmsprop"], "--optimizer"),
-    (["bench", "--bptt", "0"], "--bptt"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["train", "--hidden", "0"], "--hidden"),
+        (["train", "--batch-size", "-3"], "--batch-size"),
+        (["train", "--dropout", "1.5"], "--dropout"),
+        (["train", "--input-dropout", "1"], "--input-dropout"),
+        (["train", "--lr", "0"], "--lr"),
+        (["train", "--optimizer", "rmsprop"], "--optimizer"),
+        (["bench", "--bptt", "0"], "--bptt"),
+    ],
+)
 def test_nonsense_option_values(args, fragment):
     assert_clean_error(invoke(*args), 2, fragment)
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["--temperature", "0"], "--temperature"),
-    (["--temperature", "-1"], "--temperature"),
-    (["--top-k", "0"], "--top-k"),
-    (["--seed-text", ""], "seed text is empty"),
-    (["--seed-text", "   "], "seed text is empty"),
-    (["--length", "0"], "--length"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--temperature", "0"], "--temperature"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--top-k", "0"], "--top-k"),
+        (["--seed-text", ""], "seed text is empty"),
+        (["--seed-text", "   "], "seed text is empty"),
+        (["--length", "0"], "--length"),
+    ],
+)
 def test_bad_sample_options(tiny_run, args, fragment):
     assert_clean_error(invoke("sample", tiny_run, *args), 2, fragment)
 
 
 def test_seed_text_with_no_known_token(tiny_run):
-    assert_clean_error(invoke("sample", tiny_run, "--seed-text", "zzz", "--length", 3), 1,
-                       "no token of the seed text is in the model's vocabulary")
+    assert_clean_error(
+        invoke("sample", tiny_run, "--seed-text", "zzz", "--length", 3),
+        1,
+        "no token of the seed text is in the model's vocabulary",
+    )
 
 
 def test_missing_checkpoint(tmp_path):
@@ -166,6 +207,7 @@ def test_npz_that_is_not_ours(tmp_path):
 
 class Exploit:
     """Unpickling this would create a file: proof that nothing was executed."""
+
     def __init__(self, target):
         self.target = target
 
@@ -189,21 +231,42 @@ def test_vocabulary_mismatch_on_resume(markov_corpus, tmp_path):
     for name in ("train.txt", "valid.txt", "test.txt"):
         (mine / name).write_text((data / name).read_text())
     out = tmp_path / "run"
-    r = invoke("train", "--data", mine, "--layers", 1, "--hidden", 4, "--max-steps", 2, "--out", out, "--quiet")
+    r = invoke(
+        "train",
+        "--data",
+        mine,
+        "--layers",
+        1,
+        "--hidden",
+        4,
+        "--max-steps",
+        2,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0
     (mine / "train.txt").write_text((data / "train.txt").read_text() + "brand new words\n")
-    assert_clean_error(invoke("train", "--resume", out, "--max-steps", 4), 1, "does not match the checkpoint")
+    assert_clean_error(
+        invoke("train", "--resume", out, "--max-steps", 4), 1, "does not match the checkpoint"
+    )
 
 
 def test_resume_refuses_changed_model_options(tiny_run):
-    assert_clean_error(invoke("train", "--resume", tiny_run, "--hidden", 64), 2, "--resume continues")
+    assert_clean_error(
+        invoke("train", "--resume", tiny_run, "--hidden", 64), 2, "--resume continues"
+    )
 
 
 def test_unwritable_run_directory(markov_corpus, tmp_path):
     data, _ = markov_corpus
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert_clean_error(invoke("train", "--data", data, "--max-steps", 1, "--out", blocker / "run"), 1, "cannot write")
+    assert_clean_error(
+        invoke("train", "--data", data, "--max-steps", 1, "--out", blocker / "run"),
+        1,
+        "cannot write",
+    )
 
 
 def test_missing_training_file(tmp_path):
@@ -212,5 +275,8 @@ def test_missing_training_file(tmp_path):
 
 def test_corpus_too_small(tmp_path):
     (tmp_path / "t.txt").write_text("a b c\n")
-    assert_clean_error(invoke("train", "--train", tmp_path / "t.txt", "--valid", tmp_path / "t.txt"),
-                       1, "too small")
+    assert_clean_error(
+        invoke("train", "--train", tmp_path / "t.txt", "--valid", tmp_path / "t.txt"),
+        1,
+        "too small",
+    )

@@ -4,8 +4,19 @@ import numpy as np
 import pytest
 
 from lstm_lm import LMError
-from lstm_lm.data import (EOS, UNK, Vocab, batchify, build_vocab, check_fits, load_corpus, num_windows,
-                          read_text, window, windows)
+from lstm_lm.data import (
+    EOS,
+    UNK,
+    Vocab,
+    batchify,
+    build_vocab,
+    check_fits,
+    load_corpus,
+    num_windows,
+    read_text,
+    window,
+    windows,
+)
 
 
 def test_ptb_word_counts(ptb_dir):
@@ -71,8 +82,10 @@ def test_explicit_files_and_carved_valid(tmp_path):
     assert c.vocab.decode(c.valid).startswith("line")  # carved at a line break
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "no such file"), (b"", "empty"), (b"  \n", "empty"), (b"caf\xe9\n", "not UTF-8")])
+@pytest.mark.parametrize(
+    "content,message",
+    [(None, "no such file"), (b"", "empty"), (b"  \n", "empty"), (b"caf\xe9\n", "not UTF-8")],
+)
 def test_bad_files(tmp_path, content, message):
     f = tmp_path / "train.txt"
     if content is not None:

@@ -32,6 +32,7 @@ def serve():
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
         return f"http://127.0.0.1:{srv.server_address[1]}"
+
     yield start
     for srv in servers:
         srv.shutdown()
@@ -64,7 +65,9 @@ def test_http_download_verifies_and_skips(ptb_dir, serve, tmp_path):
 
 def test_corrupt_server_leaves_no_file(corrupt_copy, serve, tmp_path):
     dest = tmp_path / "ptb"
-    with pytest.raises(LMError, match=r"ptb.valid.txt .*checksum mismatch \(expected c9fe6985.*, got "):
+    with pytest.raises(
+        LMError, match=r"ptb.valid.txt .*checksum mismatch \(expected c9fe6985.*, got "
+    ):
         fetch_ptb(dest, serve(corrupt_copy))
     assert not (dest / "ptb.valid.txt").exists()
     assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == []
@@ -88,28 +91,37 @@ def test_mirror_from_environment(ptb_dir, tmp_path, monkeypatch):
 
 def test_unreachable_host(tmp_path):
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()  # nothing listens on this port now
-    r = CliRunner().invoke(main, ["download", "--dest", str(tmp_path / "d"), "--mirror", f"http://127.0.0.1:{port}"])
+    r = CliRunner().invoke(
+        main, ["download", "--dest", str(tmp_path / "d"), "--mirror", f"http://127.0.0.1:{port}"]
+    )
     assert r.exit_code == 1
     assert f"cannot reach 127.0.0.1:{port}" in r.output and "--mirror" in r.output
     assert "Traceback" not in r.output
 
 
 def test_http_404(serve, tmp_path):
-    r = CliRunner().invoke(main, ["download", "--dest", str(tmp_path / "d"), "--mirror", serve(tmp_path)])
+    r = CliRunner().invoke(
+        main, ["download", "--dest", str(tmp_path / "d"), "--mirror", serve(tmp_path)]
+    )
     assert r.exit_code == 1 and "HTTP 404" in r.output
 
 
 def test_missing_mirror_directory(tmp_path):
-    r = CliRunner().invoke(main, ["download", "--dest", str(tmp_path / "d"), "--mirror", str(tmp_path / "none")])
+    r = CliRunner().invoke(
+        main, ["download", "--dest", str(tmp_path / "d"), "--mirror", str(tmp_path / "none")]
+    )
     assert r.exit_code == 1 and "no such directory" in r.output
 
 
 def test_unwritable_destination(ptb_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    r = CliRunner().invoke(main, ["download", "--dest", str(blocker / "ptb"), "--mirror", str(ptb_dir)])
+    r = CliRunner().invoke(
+        main, ["download", "--dest", str(blocker / "ptb"), "--mirror", str(ptb_dir)]
+    )
     assert r.exit_code == 1 and "cannot write to" in r.output

@@ -9,8 +9,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def run(name, *args, cwd=None):
-    out = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)], capture_output=True,
-                         text=True, timeout=300, cwd=cwd)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -34,6 +39,8 @@ def test_conditional_captions():
 def test_train_on_your_text(tmp_path):
     text = tmp_path / "poem.txt"
     text.write_text("the rain in spain stays mainly in the plain\n" * 80)
-    out = run("train_on_your_text.py", text, "--minutes", 0.05, "--hidden", 32, "--seed-text", "the ")
+    out = run(
+        "train_on_your_text.py", text, "--minutes", 0.05, "--hidden", 32, "--seed-text", "the "
+    )
     assert "valid" in out and "bpc" in out
     assert re.search(r"--- sample \(seed 'the ', temperature 0.8\) ---\nthe ", out)

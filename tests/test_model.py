@@ -11,15 +11,22 @@ from lstm_lm.losses import softmax_cross_entropy_
 from lstm_lm.model import LanguageModel
 
 
-@pytest.mark.parametrize("layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.0, 0.0), (2, 0.4, 0.0),
-                                                          (3, 0.2, 0.0), (1, 0.0, 0.5), (2, 0.3, 0.3)])
+@pytest.mark.parametrize(
+    "layers,dropout,input_dropout",
+    [(1, 0.0, 0.0), (2, 0.0, 0.0), (2, 0.4, 0.0), (3, 0.2, 0.0), (1, 0.0, 0.5), (2, 0.3, 0.3)],
+)
 def test_gradient_check(layers, dropout, input_dropout):
     """Every parameter array and the initial state (h, c of every layer), non-zero initial
     state, T = 5, fixed dropout masks: relative error < 1e-6."""
-    config = ModelConfig(vocab_size=11, hidden=6, layers=layers, dropout=dropout, input_dropout=input_dropout)
+    config = ModelConfig(
+        vocab_size=11, hidden=6, layers=layers, dropout=dropout, input_dropout=input_dropout
+    )
     errors = check_gradients(config, batch_size=2, bptt=5, seed=layers)
-    expected = {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in "fico"} | {"Wy", "by"} | \
-               {f"state.l{k}.{j}" for k in range(layers) for j in (0, 1)}
+    expected = (
+        {f"l{k}.{w}{g}" for k in range(layers) for w in "Wb" for g in "fico"}
+        | {"Wy", "by"}
+        | {f"state.l{k}.{j}" for k in range(layers) for j in (0, 1)}
+    )
     assert set(errors) == expected
     assert max(errors.values()) < TOLERANCE, errors
 
@@ -27,25 +34,33 @@ def test_gradient_check(layers, dropout, input_dropout):
 def test_gradient_check_catches_a_wrong_backward(monkeypatch):
     """The check can fail: break one term of the backward and it must notice."""
     import lstm_lm.cells as cells
+
     real = cells.lstm_backward
 
     def broken(dhs, dstate, cache):
         dx, dWh, ds = real(dhs, dstate, cache)
         return dx, dWh * 1.001, ds
-    monkeypatch.setitem(cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken))
+
+    monkeypatch.setitem(
+        cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken)
+    )
     errors = check_gradients(ModelConfig(vocab_size=7, hidden=4, layers=1), bptt=3)
     assert errors["l0.Wf"] > TOLERANCE
 
 
 def random_model(rng, layers, dropout=0.0, V=7, H=5, input_dropout=0.0):
-    config = ModelConfig(vocab_size=V, hidden=H, layers=layers, dropout=dropout, input_dropout=input_dropout)
+    config = ModelConfig(
+        vocab_size=V, hidden=H, layers=layers, dropout=dropout, input_dropout=input_dropout
+    )
     m = LanguageModel.init(config, rng, "float64")
     for p in m.params.values():
         p[...] = rng.uniform(-0.5, 0.5, p.shape)
     return m
 
 
-@pytest.mark.parametrize("layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.3, 0.0), (2, 0.3, 0.4)])
+@pytest.mark.parametrize(
+    "layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.3, 0.0), (2, 0.3, 0.4)]
+)
 def test_fast_path_equals_literal_formulation(layers, dropout, input_dropout):
     rng = np.random.default_rng(5)
     m = random_model(rng, layers, dropout, input_dropout=input_dropout)
@@ -69,10 +84,17 @@ def test_fast_path_equals_literal_formulation(layers, dropout, input_dropout):
 def test_pinned_forward_names_the_gates():
     """One step of a 1-unit LSTM with a distinct weight per gate, computed by hand from the
     design's equations: a swapped gate order changes the result."""
-    m = LanguageModel.init(ModelConfig(vocab_size=2, hidden=1, layers=1), np.random.default_rng(0), "float64")
+    m = LanguageModel.init(
+        ModelConfig(vocab_size=2, hidden=1, layers=1), np.random.default_rng(0), "float64"
+    )
     A = m.named_arrays()
     # rows [h; x0; x1]; token 1 is the input, h0 = 0.5, c0 = -0.25
-    for g, (wh, wx) in {"f": (0.1, 0.2), "i": (-0.3, 0.4), "o": (0.5, -0.6), "c": (0.7, 0.8)}.items():
+    for g, (wh, wx) in {
+        "f": (0.1, 0.2),
+        "i": (-0.3, 0.4),
+        "o": (0.5, -0.6),
+        "c": (0.7, 0.8),
+    }.items():
         A[f"l0.W{g}"][:, 0] = [wh, 0.0, wx]
         A[f"l0.b{g}"][0] = 0.05
     A["Wy"][...] = [[1.0, -1.0]]
@@ -143,6 +165,7 @@ def test_state_is_carried_between_windows():
 
 def test_threaded_softmax_is_identical():
     from concurrent.futures import ThreadPoolExecutor
+
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (37, 50)).astype(np.float32)
     targets = rng.integers(0, 50, 37)

@@ -7,7 +7,10 @@ from lstm_lm.optim import SGD, Adagrad, Adam, clip_global_norm_
 
 
 def params_and_grads(rng, sparse=True):
-    p = {"W": rng.normal(size=(6, 3)).astype(np.float32), "b": rng.normal(size=3).astype(np.float32)}
+    p = {
+        "W": rng.normal(size=(6, 3)).astype(np.float32),
+        "b": rng.normal(size=3).astype(np.float32),
+    }
     g = {"W": np.zeros((6, 3), np.float32), "b": rng.normal(size=3).astype(np.float32)}
     rows = np.array([1, 4])
     g["W"][rows] = rng.normal(size=(2, 3))
@@ -77,11 +80,14 @@ def test_state_dict_round_trip(cls):
 def test_token_lr_scale_multiplies_only_the_token_rows_update():
     from lstm_lm.config import ModelConfig
     from lstm_lm.model import LanguageModel
+
     rng = np.random.default_rng(0)
     x = rng.integers(0, 9, (2, 3))
     moved = []
     for factor in (1.0, 10.0):
-        m = LanguageModel.init(ModelConfig(vocab_size=9, hidden=4, layers=1), np.random.default_rng(1), "float64")
+        m = LanguageModel.init(
+            ModelConfig(vocab_size=9, hidden=4, layers=1), np.random.default_rng(1), "float64"
+        )
         before = {k: v.copy() for k, v in m.params.items()}
         r = m.loss_and_grads(x, x, m.init_state(2))
         m.scale_token_grads_(r.grads, factor)
@@ -89,6 +95,8 @@ def test_token_lr_scale_multiplies_only_the_token_rows_update():
         moved.append({k: m.params[k] - before[k] for k in before})
     H = 4
     np.testing.assert_allclose(moved[1]["l0.W"][H:], 10 * moved[0]["l0.W"][H:], rtol=1e-9)
-    np.testing.assert_allclose(moved[1]["l0.W"][:H], moved[0]["l0.W"][:H], rtol=1e-12)  # h rows untouched
+    np.testing.assert_allclose(
+        moved[1]["l0.W"][:H], moved[0]["l0.W"][:H], rtol=1e-12
+    )  # h rows untouched
     np.testing.assert_allclose(moved[1]["Wy"], moved[0]["Wy"], rtol=1e-12)
     assert np.abs(moved[0]["l0.W"][H:]).sum() > 0

@@ -24,8 +24,12 @@ def test_small_preset_learns_ptb(ptb_dir):
     model_opts, train_opts = resolve("small", {"max_steps": 300})
     tc = TrainConfig(**train_opts)
     rng = np.random.default_rng(tc.seed)
-    model = LanguageModel.init(ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype)
-    assert evaluate(model, corpus.valid[:2000], 20, 20)[0] / 2000 > math.log(9000)  # starts near ln V
+    model = LanguageModel.init(
+        ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype
+    )
+    assert evaluate(model, corpus.valid[:2000], 20, 20)[0] / 2000 > math.log(
+        9000
+    )  # starts near ln V
     st = fit(model, corpus, tc, rng=rng)
     assert st.step == 300
     valid_ppl = math.exp(st.history[-1]["valid_loss"])

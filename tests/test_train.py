@@ -26,8 +26,30 @@ def test_learns_a_markov_chain_to_its_true_perplexity(markov_corpus, tmp_path):
     """A corpus drawn from a random order-1 chain: held-out perplexity within 5% of exp(H)."""
     data, true_ppl = markov_corpus
     out = tmp_path / "run"
-    r = invoke("train", "--data", data, "--layers", 1, "--hidden", 32, "--batch-size", 16, "--bptt", 20,
-               "--epochs", 2, "--optimizer", "adam", "--lr", 0.01, "--decay-after", 1, "--out", out, "--quiet")
+    r = invoke(
+        "train",
+        "--data",
+        data,
+        "--layers",
+        1,
+        "--hidden",
+        32,
+        "--batch-size",
+        16,
+        "--bptt",
+        20,
+        "--epochs",
+        2,
+        "--optimizer",
+        "adam",
+        "--lr",
+        0.01,
+        "--decay-after",
+        1,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     r = invoke("eval", out, "--json")
     assert r.exit_code == 0, r.output
@@ -43,15 +65,39 @@ def arrays(path):
         return {k: z[k] for k in z.files if k != "meta"}
 
 
-@pytest.mark.parametrize("stop_at", [7, 30])  # mid-epoch, and across the epoch boundary (25 windows)
+@pytest.mark.parametrize(
+    "stop_at", [7, 30]
+)  # mid-epoch, and across the epoch boundary (25 windows)
 def test_resume_is_bit_identical(tmp_path, stop_at):
     rng = np.random.default_rng(0)
     text = "\n".join(" ".join(rng.choice(list("abcdefg"), 12)) for _ in range(200)) + "\n"
     (tmp_path / "train.txt").write_text(text)
     (tmp_path / "valid.txt").write_text(text[:500])
-    common = ["--data", tmp_path, "--layers", 2, "--hidden", 8, "--batch-size", 4, "--bptt", 26,
-              "--epochs", 3, "--dropout", 0.3, "--input-dropout", 0.2, "--optimizer", "adam", "--lr", 0.01,
-              "--seed", 3, "--quiet"]
+    common = [
+        "--data",
+        tmp_path,
+        "--layers",
+        2,
+        "--hidden",
+        8,
+        "--batch-size",
+        4,
+        "--bptt",
+        26,
+        "--epochs",
+        3,
+        "--dropout",
+        0.3,
+        "--input-dropout",
+        0.2,
+        "--optimizer",
+        "adam",
+        "--lr",
+        0.01,
+        "--seed",
+        3,
+        "--quiet",
+    ]
     r = invoke("train", *common, "--max-steps", 40, "--out", tmp_path / "straight")
     assert r.exit_code == 0, r.output
     r = invoke("train", *common, "--max-steps", stop_at, "--out", tmp_path / "split")
@@ -75,7 +121,9 @@ def test_resume_from_best_saved_at_an_epoch_end(tmp_path):
     assert r.exit_code == 0, r.output
     best = checkpoint.load(out / "best.npz").train_state
     assert (best["epoch"], best["window"]) == (2, 0)  # saved at the epoch end: resumes at the next
-    r = invoke("train", "--resume", out / "best.npz", "--max-steps", 20, "--out", tmp_path / "again")
+    r = invoke(
+        "train", "--resume", out / "best.npz", "--max-steps", 20, "--out", tmp_path / "again"
+    )
     assert r.exit_code == 0, r.output
     assert checkpoint.load(tmp_path / "again" / "last.npz").train_state["step"] == 20
 
@@ -83,9 +131,26 @@ def test_resume_from_best_saved_at_an_epoch_end(tmp_path):
 def test_interrupt_saves_and_says_how_to_resume(markov_corpus, tmp_path):
     data, _ = markov_corpus
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "lstm_lm", "train", "--data", str(data), *SMALL,
-                             "--epochs", "50", "--eval-every", "5", "--out", str(out)],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lstm_lm",
+            "train",
+            "--data",
+            str(data),
+            *SMALL,
+            "--epochs",
+            "50",
+            "--eval-every",
+            "5",
+            "--out",
+            str(out),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 300  # a safety net for a hung run, not a speed limit
     while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
@@ -111,6 +176,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(markov_corpus, tmp_path, m
         r = real(self, *args, **kwargs)
         calls["n"] += 1
         return r._replace(loss=float("nan")) if calls["n"] == 25 else r
+
     monkeypatch.setattr(LanguageModel, "loss_and_grads", poisoned)
     out = tmp_path / "run"
     r = invoke("train", "--data", data, *SMALL, "--eval-every", 10, "--out", out)
@@ -124,15 +190,35 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(markov_corpus, tmp_path, m
 def test_run_directory_and_metrics(tiny_run):
     assert {p.name for p in tiny_run.iterdir()} >= {"best.npz", "last.npz", "metrics.jsonl"}
     lines = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
-    assert lines and set(lines[-1]) >= {"step", "epoch", "lr", "train_loss", "train_ppl", "valid_loss",
-                                        "valid_ppl", "tokens_per_s", "elapsed"}
+    assert lines and set(lines[-1]) >= {
+        "step",
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_ppl",
+        "valid_loss",
+        "valid_ppl",
+        "tokens_per_s",
+        "elapsed",
+    }
     assert lines[-1]["step"] == 60
 
 
 def test_json_progress(markov_corpus, tmp_path):
     data, _ = markov_corpus
-    r = invoke("train", "--data", data, *SMALL, "--max-steps", 20, "--eval-every", 10, "--json",
-               "--out", tmp_path / "run")
+    r = invoke(
+        "train",
+        "--data",
+        data,
+        *SMALL,
+        "--max-steps",
+        20,
+        "--eval-every",
+        10,
+        "--json",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.output
     objs = [json.loads(line) for line in r.stdout.splitlines()]
     assert [o["step"] for o in objs] == [10, 20]
@@ -147,19 +233,44 @@ def test_existing_run_is_not_overwritten(tiny_run):
 
 def test_presets_and_overrides(markov_corpus, tmp_path):
     data, _ = markov_corpus
-    r = invoke("train", "--preset", "seed", "--data", data, "--hidden", 12, "--max-steps", 2,
-               "--out", tmp_path / "run", "--quiet")
+    r = invoke(
+        "train",
+        "--preset",
+        "seed",
+        "--data",
+        data,
+        "--hidden",
+        12,
+        "--max-steps",
+        2,
+        "--out",
+        tmp_path / "run",
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     c = checkpoint.load(tmp_path / "run" / "last.npz")
-    assert (c.model.config.layers, c.model.config.hidden) == (1, 12)  # seed preset, hidden overridden
+    assert (c.model.config.layers, c.model.config.hidden) == (
+        1,
+        12,
+    )  # seed preset, hidden overridden
     assert c.train_config.batch_size == 20
 
 
 def test_char_level_own_text(tmp_path):
     text = "the quick brown fox jumps over the lazy dog.\n" * 60
     (tmp_path / "book.txt").write_text(text)
-    r = invoke("train", "--level", "char", "--train", tmp_path / "book.txt", *SMALL, "--max-steps", 30,
-               "--out", tmp_path / "run")
+    r = invoke(
+        "train",
+        "--level",
+        "char",
+        "--train",
+        tmp_path / "book.txt",
+        *SMALL,
+        "--max-steps",
+        30,
+        "--out",
+        tmp_path / "run",
+    )
     assert r.exit_code == 0, r.output
     r = invoke("eval", tmp_path / "run", "--split", "valid", "--json")
     assert r.exit_code == 0, r.output
@@ -168,7 +279,9 @@ def test_char_level_own_text(tmp_path):
     r = invoke("info", tmp_path / "run")
     assert r.exit_code == 0, r.output
     bpc = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["valid_bpc"]
-    assert "valid perplexity (bits per character) by epoch" in r.output and f"({bpc:.3f})" in r.output
+    assert (
+        "valid perplexity (bits per character) by epoch" in r.output and f"({bpc:.3f})" in r.output
+    )
     r = invoke("sample", tmp_path / "run", "--seed-text", "the qu€ick", "--length", 10, "--seed", 0)
     assert r.exit_code == 0
     assert "unknown tokens are skipped: '€'" in r.stderr
