@@ -43,7 +43,6 @@ def main():
     )
     # Adam suits small corpora; max_tokens turns the time budget into a fixed amount of work.
     tc = TrainConfig(
-        level="char",
         batch_size=16,
         bptt=50,
         epochs=1000,

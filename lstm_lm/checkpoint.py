@@ -25,11 +25,13 @@ import numpy as np
 
 from lstm_lm import LMError, __version__
 from lstm_lm.config import ModelConfig, TrainConfig
-from lstm_lm.data import Vocab
+from lstm_lm.data import Corpus, DataSource, Vocab
+from lstm_lm.download import Log, Progress
 from lstm_lm.model import LanguageModel
 
 FORMAT = "lstm-lm"
 VERSION = 1
+BEST, LAST = "best.npz", "last.npz"  # in a run directory: lowest valid loss; newest
 
 
 @dataclass
@@ -44,6 +46,17 @@ class Checkpoint:
     @property
     def train_state(self) -> dict:
         return self.meta["train_state"]
+
+    def load_corpus(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
+        """The data the model was trained on, loaded again; an LMError if its vocabulary is no
+        longer the model's (the files changed)."""
+        corpus = DataSource.from_json(self.meta["data"]).load(log, progress)
+        if corpus.vocab != self.vocab:
+            raise LMError(
+                f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the "
+                f"checkpoint's ({len(self.vocab)}): the training files changed since the run"
+            )
+        return corpus
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
@@ -73,7 +86,7 @@ def save(
     vocab: Vocab,
     train_config: TrainConfig,
     train_state: dict,
-    data: dict,
+    source: DataSource,
     optimizer: dict[str, np.ndarray] | None = None,
     state=None,
 ) -> Path:
@@ -86,7 +99,7 @@ def save(
         "config": asdict(model.config),
         "train_config": asdict(train_config),
         "vocab": vocab.to_json(),
-        "data": data,
+        "data": source.to_json(),
         "train_state": train_state,
     }
     arrays = {k: np.ascontiguousarray(v) for k, v in model.named_arrays().items()}
@@ -105,7 +118,7 @@ def save(
     return path
 
 
-def resolve_path(path: str | Path, in_dir: str = "best.npz") -> Path:
+def resolve_path(path: str | Path, in_dir: str = BEST) -> Path:
     """A checkpoint file, or a run directory (then its `in_dir` file)."""
     path = Path(path)
     if path.is_dir():
@@ -117,20 +130,14 @@ def resolve_path(path: str | Path, in_dir: str = "best.npz") -> Path:
     return path
 
 
-def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
-    """Read and validate a checkpoint; every problem is an LMError naming the file."""
-    path = resolve_path(path, in_dir)
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, refusing pickled objects; LMError for anything else."""
     with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":
-        raise LMError(f"{path}: not an .npz archive; is this an lstm-lm checkpoint?")
+        if f.read(4) != b"PK\x03\x04":
+            raise LMError(f"{path}: not an .npz archive; is this an lstm-lm checkpoint?")
     try:
         with np.load(path, allow_pickle=False) as z:
-            if "meta" not in z.files:
-                raise LMError(f"{path}: an .npz, but not an lstm-lm checkpoint (no 'meta' entry)")
-            arrays = {k: z[k] for k in z.files}
-    except LMError:
-        raise
+            return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise LMError(
@@ -143,20 +150,41 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
             f"{path}: truncated or corrupted checkpoint ({e}); use another one, "
             "e.g. best.npz or last.npz of the run"
         ) from None
+
+
+def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+    if "meta" not in arrays:
+        raise LMError(f"{path}: an .npz, but not an lstm-lm checkpoint (no 'meta' entry)")
     try:
         meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format") != FORMAT:
-            raise ValueError("wrong format tag")
-        if meta.get("version", 0) > VERSION:
-            raise LMError(
-                f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm"
-            )
+        ok = isinstance(meta, dict) and meta.get("format") == FORMAT
+        ok = ok and isinstance(meta.get("version", 0), int)
+    except ValueError as e:
+        raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
+    if not ok:
+        raise LMError(
+            f"{path}: not an lstm-lm checkpoint (bad header: wrong format tag or version)"
+        )
+    if meta.get("version", 0) > VERSION:
+        raise LMError(
+            f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm"
+        )
+    return meta
+
+
+def load(path: str | Path, in_dir: str = BEST, dtype=None) -> Checkpoint:
+    """Read and validate a checkpoint; every problem is an LMError naming the file."""
+    path = resolve_path(path, in_dir)
+    arrays = _read_arrays(path)
+    meta = _read_meta(path, arrays)
+    try:
         config = ModelConfig(**meta["config"])
         vocab = Vocab.from_json(meta["vocab"])
-        train_config = TrainConfig(**meta["train_config"])
-    except LMError:
-        raise
-    except (ValueError, KeyError, TypeError) as e:
+        # lstm-lm 0.1.0 also kept the token level in the training config; the vocabulary has it
+        train_config = TrainConfig(
+            **{k: v for k, v in meta["train_config"].items() if k != "level"}
+        )
+    except (ValueError, KeyError, TypeError, LMError) as e:
         raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
     if len(vocab) != config.vocab_size:
         raise LMError(
@@ -167,11 +195,10 @@ def load(path: str | Path, in_dir: str = "best.npz", dtype=None) -> Checkpoint:
     except LMError as e:
         raise LMError(f"{path}: {e}; not a complete lstm-lm checkpoint") from None
     optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-    n_state = model.cell.n_state
     state = None
     if "state.l0.0" in arrays:
         state = [
-            tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(n_state))
+            tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(model.cell.n_state))
             for k in range(config.layers)
         ]
     return Checkpoint(model, vocab, train_config, meta, optimizer, state)

@@ -9,9 +9,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from lstm_lm import LMError
+from lstm_lm.cells import CELL_TYPES
+from lstm_lm.optim import OPTIMIZERS
 
-CELLS = ("lstm", "gru", "rnn", "janet")
-OPTIMIZERS = ("sgd", "adam", "adagrad")
+LEVELS = ("word", "char")
 DTYPES = ("float32", "float64")
 
 
@@ -31,7 +32,7 @@ class ModelConfig:
         _check(self.vocab_size >= 2, "vocab size must be at least 2")
         _check(self.hidden >= 1, "--hidden must be at least 1")
         _check(self.layers >= 1, "--layers must be at least 1")
-        _check(self.cell in CELLS, f"--cell must be one of {', '.join(CELLS)}")
+        _check(self.cell in CELL_TYPES, f"--cell must be one of {', '.join(CELL_TYPES)}")
         _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
         _check(0.0 <= self.input_dropout < 1.0, "--input-dropout must be in [0, 1)")
         _check(self.init_scale > 0, "--init-scale must be positive")
@@ -43,7 +44,6 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    level: str = "word"
     batch_size: int = 20
     bptt: int = 20
     epochs: int = 13
@@ -64,7 +64,6 @@ class TrainConfig:
     eval_every: int | None = None  # also evaluate every N steps
 
     def __post_init__(self):
-        _check(self.level in ("word", "char"), "--level must be word or char")
         for name in ("batch_size", "bptt", "epochs"):
             _check(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.lr > 0, "--lr must be positive")
@@ -83,113 +82,73 @@ class TrainConfig:
         return self.lr * self.lr_decay ** max(0, epoch - self.decay_after)
 
 
+# What `--resume` may change: how long the run goes on and how often it is evaluated.
+RESUMABLE = ("epochs", "max_steps", "max_tokens", "eval_every")
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise LMError(message)
 
 
-# Presets: model and training fields; explicit options override them.
+# Presets: the token level, model and training fields; explicit options override them.
+# fmt: off
 PRESETS: dict[str, dict] = {
     # The from-scratch tutorial model.
-    "seed": dict(
-        layers=1,
-        hidden=128,
-        batch_size=20,
-        bptt=20,
-        epochs=6,
-        lr=1.0,
-        lr_decay=0.5,
-        decay_after=4,
-        clip=5.0,
-        init_scale=0.1,
-        dropout=0.0,
-        token_lr_scale=10.0,
-    ),
+    "seed": dict(layers=1, hidden=128, batch_size=20, bptt=20, epochs=6, lr=1.0, lr_decay=0.5,
+                 decay_after=4, clip=5.0, init_scale=0.1, dropout=0.0, token_lr_scale=10.0),
     # Zaremba et al. 2014's small model (2 x 200, 13 epochs; valid 120.7, test 114.5 without
     # regularisation) with light dropout: untied one-hot rows overfit where an embedding does not.
-    "small": dict(
-        layers=2,
-        hidden=200,
-        batch_size=20,
-        bptt=20,
-        epochs=13,
-        lr=1.0,
-        lr_decay=0.5,
-        decay_after=5,
-        clip=5.0,
-        init_scale=0.1,
-        dropout=0.2,
-        input_dropout=0.2,
-        token_lr_scale=10.0,
-    ),
+    "small": dict(layers=2, hidden=200, batch_size=20, bptt=20, epochs=13, lr=1.0, lr_decay=0.5,
+                  decay_after=5, clip=5.0, init_scale=0.1, dropout=0.2, input_dropout=0.2,
+                  token_lr_scale=10.0),
     # The best we fit in 90 minutes on two CPU cores: 2 x 400 with dropout, 12 epochs.
-    "laptop": dict(
-        layers=2,
-        hidden=400,
-        batch_size=20,
-        bptt=35,
-        epochs=12,
-        lr=1.0,
-        lr_decay=0.5,
-        decay_after=6,
-        clip=5.0,
-        init_scale=0.05,
-        dropout=0.4,
-        input_dropout=0.3,
-        token_lr_scale=10.0,
-    ),
+    "laptop": dict(layers=2, hidden=400, batch_size=20, bptt=35, epochs=12, lr=1.0, lr_decay=0.5,
+                   decay_after=6, clip=5.0, init_scale=0.05, dropout=0.4, input_dropout=0.3,
+                   token_lr_scale=10.0),
     # Zaremba et al. 2014, medium (dropout 0.5): valid 86.2, test 82.7; hours on a laptop CPU.
-    "medium": dict(
-        layers=2,
-        hidden=650,
-        batch_size=20,
-        bptt=35,
-        epochs=39,
-        lr=1.0,
-        lr_decay=0.8,
-        decay_after=6,
-        clip=5.0,
-        init_scale=0.05,
-        dropout=0.5,
-        token_lr_scale=10.0,
-    ),
+    "medium": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=39, lr=1.0, lr_decay=0.8,
+                   decay_after=6, clip=5.0, init_scale=0.05, dropout=0.5, token_lr_scale=10.0),
     # Character-level PTB (50 symbols), sized for an hour on two CPU cores: at a fixed budget,
     # windows of B 32 x T 50 (twice the updates of 32 x 100 per token) learn faster.
-    "char": dict(
-        level="char",
-        layers=1,
-        hidden=512,
-        batch_size=32,
-        bptt=50,
-        epochs=4,
-        lr=3e-3,
-        lr_decay=0.5,
-        decay_after=2,
-        optimizer="adam",
-        clip=5.0,
-        init_scale=0.08,
-        forget_bias=1.0,
-        dropout=0.0,
-    ),
+    "char": dict(level="char", layers=1, hidden=512, batch_size=32, bptt=50, epochs=4, lr=3e-3,
+                 lr_decay=0.5, decay_after=2, optimizer="adam", clip=5.0, init_scale=0.08,
+                 forget_bias=1.0, dropout=0.0),
 }
+# fmt: on
 
 MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
-def resolve(preset: str | None, overrides: dict) -> tuple[dict, dict]:
-    """Preset values updated by the given (non-None) overrides,
-    split into model and train fields."""
-    if preset is not None and preset not in PRESETS:
+@dataclass(frozen=True)
+class Settings:
+    """A resolved configuration: the preset it started from, the token level, the model's
+    fields (all but the vocabulary size, which the data decides) and the training config."""
+
+    preset: str
+    level: str
+    model: dict
+    train: TrainConfig
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, **self.model)
+
+
+def resolve(preset: str | None = None, overrides: dict | None = None) -> Settings:
+    """A preset's values updated by the given (non-None) overrides, all validated. Without a
+    preset: `char` for char level, else `small`."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    preset = preset or ("char" if given.get("level") == "char" else "small")
+    if preset not in PRESETS:
         raise LMError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    merged = {
-        **PRESETS.get(preset or "small", {}),
-        **{k: v for k, v in overrides.items() if v is not None},
-    }
+    merged = {**PRESETS[preset], **given}
+    level = merged.pop("level", "word")
+    _check(level in LEVELS, f"--level must be one of {', '.join(LEVELS)}")
     unknown = set(merged) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise LMError(f"unknown settings: {', '.join(sorted(unknown))}")
-    return (
-        {k: v for k, v in merged.items() if k in MODEL_FIELDS},
-        {k: v for k, v in merged.items() if k in TRAIN_FIELDS},
-    )
+    model = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
+    ModelConfig(vocab_size=2, **model)  # validate now, before any data is loaded
+    train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
+    return Settings(preset, level, model, train)

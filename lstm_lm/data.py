@@ -6,23 +6,28 @@ Word level: each line split on whitespace, `<eos>` appended; vocabulary from tra
 Char level on PTB: the characters of each word, `_` between words, `<eos>` per line.
 Char level on other text: every character is a token, newlines included.
 Token ids are positions in a sorted vocabulary, so they never change between runs.
+
+A `DataSource` describes where a corpus comes from and how it is tokenised; it is saved in
+every checkpoint, so a resumed run or `eval` loads the same data again.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lstm_lm import LMError
+from lstm_lm.download import Log, Progress, fetch_ptb
 
 EOS = "<eos>"
 UNK = "<unk>"
 PTB_NAMES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 PLAIN_NAMES = ("train.txt", "valid.txt", "test.txt")
+VALID_FRACTION = 0.1  # of a lone train file, carved off its end for validation
 
 
 @dataclass(frozen=True)
@@ -66,18 +71,24 @@ class Vocab:
             unknown = [chr(c) for c in np.unique(cps[~hit])]
         return (ids if unk >= 0 else ids[ids >= 0]), unknown
 
+    def pieces(self, ids: Iterable[int], line_start: bool = True) -> Iterator[str]:
+        """The text of each id in turn, for streaming output: `<eos>` is a line break, words
+        are separated by a space (none at the start of a line), PTB's `_` reads as a space.
+        `line_start`: whether the text written so far ends a line (or is empty)."""
+        for i in ids:
+            tok = self.itos[i]
+            if tok == EOS:
+                piece = "\n"
+            elif self.level == "word":
+                piece = tok if line_start else " " + tok
+            else:
+                piece = " " if (tok == "_" and self.ptb_chars) else tok
+            line_start = piece == "\n"
+            yield piece
+
     def decode(self, ids) -> str:
-        """Ids -> readable text: `<eos>` becomes a line break, PTB's `_` a space."""
-        toks = [self.itos[i] for i in np.asarray(ids).ravel()]
-        if self.level == "word":
-            lines = " ".join(toks).split(EOS)
-            return (
-                "\n".join(line.strip() for line in lines[:-1])
-                + ("\n" if len(lines) > 1 else "")
-                + lines[-1].strip()
-            )
-        text = "".join("\n" if t == EOS else t for t in toks)
-        return text.replace("_", " ") if self.ptb_chars else text
+        """Ids -> readable text (see `pieces`)."""
+        return "".join(self.pieces(np.asarray(ids).ravel().tolist()))
 
     def to_json(self) -> dict:
         return {"itos": list(self.itos), "level": self.level, "ptb_chars": self.ptb_chars}
@@ -124,6 +135,7 @@ class Corpus:
     valid: np.ndarray
     test: np.ndarray | None
     name: str
+    source: DataSource
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
 
 
@@ -181,64 +193,112 @@ def _split_from_train(text: str, fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def load_corpus(
-    level: str = "word",
-    *,
-    data_dir: str | Path | None = None,
-    train: str | Path | None = None,
-    valid: str | Path | None = None,
-    test: str | Path | None = None,
-    ptb: bool | None = None,
-    max_vocab: int | None = None,
-    min_count: int = 1,
-    valid_fraction: float = 0.1,
-) -> Corpus:
-    """Load a corpus: a directory holding ptb.{train,valid,test}.txt or {train,valid,test}.txt,
-    or explicit files. With only a train file, the validation split is carved from its end.
-    `ptb` selects the PTB character convention (default: when the files are PTB's)."""
-    if level not in ("word", "char"):
-        raise LMError(f"unknown level {level!r}; use 'word' or 'char'")
-    if data_dir is not None:
-        d = Path(data_dir)
-        if not d.is_dir():
-            raise LMError(
-                f"{d}: no such directory; give a directory with train.txt, valid.txt, test.txt"
-            )
-        names = PTB_NAMES if (d / PTB_NAMES[0]).exists() else PLAIN_NAMES
-        if not (d / names[0]).exists():
-            raise LMError(f"{d}: holds neither train.txt nor ptb.train.txt")
-        train, valid, test = (d / n if (d / n).exists() else None for n in names)
-        ptb = names is PTB_NAMES if ptb is None else ptb
-        name = d.name
-    elif train is None:
-        raise LMError("no training data: give --data DIR or --train FILE")
-    else:
-        name = Path(train).stem
-    ptb = bool(ptb)
+@dataclass(frozen=True)
+class DataSource:
+    """Where a corpus comes from and how it is tokenised: exactly one of `ptb_dir` (the Penn
+    TreeBank, fetched and verified there when missing), `data_dir` (a directory holding
+    ptb.{train,valid,test}.txt or {train,valid,test}.txt) or `train` (with optional `valid`
+    and `test` files). Paths are made absolute, so a checkpoint's source works from anywhere."""
 
-    notes = []
+    level: str = "word"
+    ptb_dir: str | None = None
+    data_dir: str | None = None
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    max_vocab: int | None = None
+    min_count: int = 1
+
+    def __post_init__(self):
+        if self.level not in ("word", "char"):
+            raise LMError(f"unknown level {self.level!r}; use 'word' or 'char'")
+        if sum(p is not None for p in (self.ptb_dir, self.data_dir, self.train)) != 1:
+            raise LMError("give exactly one of: PTB, --data DIR, --train FILE")
+        if self.train is None and (self.valid is not None or self.test is not None):
+            raise LMError("--valid/--test need --train")
+        for name in ("ptb_dir", "data_dir", "train", "valid", "test"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, str(Path(getattr(self, name)).absolute()))
+
+    def load(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
+        """Read (PTB: first fetch and verify, reporting through `log` and `progress`),
+        tokenise and encode the splits; every problem is an LMError naming the file."""
+        if self.ptb_dir is not None:
+            fetch_ptb(self.ptb_dir, log=log, progress=progress)
+        if self.train is not None:
+            files, ptb, name = (self.train, self.valid, self.test), False, Path(self.train).stem
+        else:
+            d = Path(self.data_dir or self.ptb_dir)
+            if not d.is_dir():
+                raise LMError(
+                    f"{d}: no such directory; give a directory with train.txt, valid.txt, test.txt"
+                )
+            ptb = (d / PTB_NAMES[0]).exists()
+            names = PTB_NAMES if ptb else PLAIN_NAMES
+            if not (d / names[0]).exists():
+                raise LMError(f"{d}: holds neither train.txt nor ptb.train.txt")
+            files, name = [d / n if (d / n).exists() else None for n in names], d.name
+        return _read_corpus(self, *files, ptb_chars=ptb and self.level == "char", name=name)
+
+    def to_json(self) -> dict:
+        if self.ptb_dir is not None:
+            return {"kind": "ptb", "level": self.level, "dir": self.ptb_dir}
+        return {
+            "kind": "files",
+            "level": self.level,
+            "data": self.data_dir,
+            "train": self.train,
+            "valid": self.valid,
+            "test": self.test,
+            "max_vocab": self.max_vocab,
+            "min_count": self.min_count,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> DataSource:
+        if d["kind"] == "ptb":
+            return cls(d["level"], ptb_dir=d["dir"])
+        return cls(
+            d["level"],
+            data_dir=d.get("data"),
+            train=d.get("train"),
+            valid=d.get("valid"),
+            test=d.get("test"),
+            max_vocab=d.get("max_vocab"),
+            min_count=d.get("min_count", 1),
+        )
+
+
+def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: str) -> Corpus:
+    """The corpus of three files (valid and test may be None), tokenised as `source` says."""
+    level, notes = source.level, []
     train_text = _with_final_newline(read_text(train))
     if valid is not None:
         valid_text = _with_final_newline(read_text(valid))
     else:
-        train_text, valid_text = _split_from_train(train_text, valid_fraction)
+        train_text, valid_text = _split_from_train(train_text, VALID_FRACTION)
         if not valid_text.strip() or not train_text.strip():
             raise LMError(f"{train}: too short to carve a validation split; give --valid FILE")
         notes.append(
             f"no valid file: using the last {len(valid_text):,} characters "
-            f"({valid_fraction:.0%}) of {Path(train).name} for validation"
+            f"({VALID_FRACTION:.0%}) of {Path(train).name} for validation"
         )
     test_text = _with_final_newline(read_text(test)) if test is not None else None
 
-    ptb_chars = ptb and level == "char"
-    vocab = build_vocab(
-        _train_counts(train_text, level, ptb_chars), level, ptb_chars, max_vocab, min_count
-    )
+    counts = _train_counts(train_text, level, ptb_chars)
+    vocab = build_vocab(counts, level, ptb_chars, source.max_vocab, source.min_count)
     others = [t for t in (valid_text, test_text) if t is not None]
     if UNK not in vocab.stoi and any(vocab.encode(t)[1] for t in others):
         vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
     ids = [vocab.encode(t)[0] for t in [train_text, *others]]
-    return Corpus(vocab, ids[0], ids[1], ids[2] if test_text is not None else None, name, notes)
+    test_ids = ids[2] if test_text is not None else None
+    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes)
+
+
+def load_corpus(level: str = "word", **where) -> Corpus:
+    """`DataSource(level, **where).load()`, e.g. `load_corpus("word", data_dir="dataset/ptb")`
+    or `load_corpus("char", train="book.txt")`."""
+    return DataSource(level, **where).load()
 
 
 def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
@@ -271,12 +331,6 @@ def window(data: np.ndarray, i: int, bptt: int) -> tuple[np.ndarray, np.ndarray]
     s = i * bptt
     t = min(bptt, data.shape[1] - 1 - s)
     return data[:, s : s + t], data[:, s + 1 : s + 1 + t]
-
-
-def windows(data: np.ndarray, bptt: int, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Iterate the windows of (B, L) streams from window index `start`."""
-    for i in range(start, num_windows(data, bptt)):
-        yield window(data, i, bptt)
 
 
 def check_fits(ids: np.ndarray, batch_size: int, bptt: int, what: str) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from lstm_lm.config import ModelConfig
-from lstm_lm.model import LanguageModel
+from lstm_lm.model import LanguageModel, named_views
 
 EPS = 1e-3
 TOLERANCE = 1e-6  # largest relative error accepted
@@ -76,7 +76,7 @@ def check_gradients(
         return model.loss_and_grads(x, y, state, masks=masks, scale=scale).loss * scale
 
     r = model.loss_and_grads(x, y, state, masks=masks, scale=scale)
-    analytic = {k: v.copy() for k, v in LanguageModel(config, r.grads).named_arrays().items()}
+    analytic = {k: v.copy() for k, v in named_views(config, r.grads).items()}
     dstate = {f"state.l{k}.{j}": d.copy() for k, s in enumerate(r.dstate0) for j, d in enumerate(s)}
     H = config.hidden
     present, absent = np.unique(x) + H, np.setdiff1d(np.arange(V), x) + H

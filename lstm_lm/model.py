@@ -15,23 +15,14 @@ token's row W[H + token] (what an embedding would feed the gates), off by defaul
 
 from __future__ import annotations
 
-import contextlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from lstm_lm import LMError
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
-from lstm_lm.losses import softmax_cross_entropy_
-
-# Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread:
-# threaded BLAS gains nothing on them, and when another process keeps the cores busy its
-# threads spin on each other (measured: 80x slower steps for a 1 x 128 model).
-SERIAL_BLAS_MACS = 8_000_000
+from lstm_lm.threads import Threads
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
 
@@ -42,27 +33,38 @@ class Result(NamedTuple):
     state: State  # final state, detached
     dstate0: State  # d(scale * loss)/d(initial state)
     rows: dict[str, np.ndarray]  # grads[k] is zero outside these rows (sparse token rows)
+    token_rows: np.ndarray  # (U,) the window's token ids: rows H + token_rows of grads["l0.W"]
+
+
+def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The contract names (`l0.Wf`, ..., `Wy`, `by`) as writable views into packed buffers
+    (parameters, or gradients with the same keys)."""
+    H, gates, out = config.hidden, CELL_TYPES[config.cell].gates, {}
+    for k in range(config.layers):
+        W, b = packed[f"l{k}.W"], packed[f"l{k}.b"]
+        for j, g in enumerate(gates):
+            out[f"l{k}.W{g}"] = W[:, j * H : (j + 1) * H]
+            out[f"l{k}.b{g}"] = b[j * H : (j + 1) * H]
+    out["Wy"], out["by"] = packed["Wy"], packed["by"]
+    return out
 
 
 class LanguageModel:
-    def __init__(self, config: ModelConfig, params: dict[str, np.ndarray]):
+    def __init__(
+        self, config: ModelConfig, params: dict[str, np.ndarray], threads: Threads | None = None
+    ):
         self.config = config
         self.cell = CELL_TYPES[config.cell]
         self.params = params
         self.dtype = params["Wy"].dtype
+        self.threads = threads or Threads()
         self.grads = {k: np.zeros_like(p) for k, p in params.items()}  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
-        self._blas = ThreadpoolController()
-        self._threads = min(4, os.cpu_count() or 1)  # for the softmax rows (see losses.py)
-        self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
 
-    def _time_loop_threads(self, B: int):
-        """Context for the time loop: one BLAS thread when its per-step GEMM is small."""
-        H, G = self.config.hidden, len(self.cell.gates) * self.config.hidden
-        if B * H * G < SERIAL_BLAS_MACS:
-            return self._blas.limit(limits=1, user_api="blas")
-        return contextlib.nullcontext()
+    def _time_loop(self, B: int):
+        H = self.config.hidden
+        return self.threads.time_loop(B * H * len(self.cell.gates) * H)
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -95,14 +97,7 @@ class LanguageModel:
 
     def named_arrays(self) -> dict[str, np.ndarray]:
         """The contract names, as views into the packed buffers (writable)."""
-        H, out = self.config.hidden, {}
-        for k in range(self.config.layers):
-            W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
-            for j, g in enumerate(self.cell.gates):
-                out[f"l{k}.W{g}"] = W[:, j * H : (j + 1) * H]
-                out[f"l{k}.b{g}"] = b[j * H : (j + 1) * H]
-        out["Wy"], out["by"] = self.params["Wy"], self.params["by"]
-        return out
+        return named_views(self.config, self.params)
 
     @classmethod
     def from_named(
@@ -162,18 +157,21 @@ class LanguageModel:
             else:
                 inp = hs if masks[k] is None else hs * masks[k]
                 xproj = linear_forward(inp, W[H:], b)
-            with self._time_loop_threads(tokens.shape[1]):
+            with self._time_loop(tokens.shape[1]):
                 hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
             final.append(tuple(s.copy() for s in stateT))
             caches.append((inp, cache))
         top = hs if masks[-1] is None else hs * masks[-1]
         return top, final, caches
 
-    def _logits_buffer(self, n: int) -> np.ndarray:
-        V = self.config.vocab_size
-        if self._logits is None or self._logits.shape[0] != n:
-            self._logits = np.empty((n, V), self.dtype)
-        return self._logits
+    def _output(self, top: np.ndarray) -> np.ndarray:
+        """top (N, H) -> logits (N, V) = top Wy + by, in a buffer reused while N stays."""
+        N, V = top.shape[0], self.config.vocab_size
+        if self._logits is None or self._logits.shape[0] != N:
+            self._logits = np.empty((N, V), self.dtype)
+        logits = np.matmul(top, self.params["Wy"], out=self._logits)
+        logits += self.params["by"]
+        return logits
 
     def loss_and_grads(
         self,
@@ -205,9 +203,8 @@ class LanguageModel:
 
         Wy, g = self.params["Wy"], self.grads
         top2 = top.reshape(N, H)
-        logits = np.matmul(top2, Wy, out=self._logits_buffer(N))  # (N, V)
-        logits += self.params["by"]
-        nll = softmax_cross_entropy_(logits, y.T.ravel(), scale / N, self._pool, self._threads)
+        logits = self._output(top2)  # (N, V)
+        nll = self.threads.softmax_cross_entropy_(logits, y.T.ravel(), scale / N)
         dlogits = logits
         np.matmul(top2.T, dlogits, out=g["Wy"])
         np.sum(dlogits, axis=0, out=g["by"])
@@ -219,7 +216,7 @@ class LanguageModel:
         for k in reversed(range(self.config.layers)):
             inp, cache = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
-            with self._time_loop_threads(B):
+            with self._time_loop(B):
                 dxproj, dWh, dstate0[k] = self.cell.backward(
                     dhs, (None,) * self.cell.n_state, cache
                 )
@@ -235,27 +232,22 @@ class LanguageModel:
             else:
                 dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
                 dhs = dinp if masks[k] is None else dinp * masks[k]
-        touched = np.concatenate([np.arange(H), H + self._token_rows])
-        return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched})
+        touched = np.concatenate([np.arange(H), H + rows])
+        return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched}, rows)
 
-    def scale_token_grads_(self, grads: dict[str, np.ndarray], factor: float) -> None:
-        """Multiply the gradient of the token rows of layer 0 (those the last window used) by
+    def scale_token_grads_(self, r: Result, factor: float) -> None:
+        """Multiply the gradient of the token rows of layer 0 that window `r` used by
         `factor`: a learning-rate multiplier for them under SGD."""
         if factor != 1.0:
-            grads["l0.W"][self.config.hidden + self._token_rows] *= self.dtype.type(factor)
+            r.grads["l0.W"][self.config.hidden + r.token_rows] *= self.dtype.type(factor)
 
     def nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """Evaluation (no dropout, no gradients): summed NLL over the window's B*T targets
         (nats, float64) and the final state."""
         top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
         B, T = x.shape
-        logits = np.matmul(
-            top.reshape(B * T, -1), self.params["Wy"], out=self._logits_buffer(B * T)
-        )
-        logits += self.params["by"]
-        return float(
-            softmax_cross_entropy_(logits, y.T.ravel(), None, self._pool, self._threads).sum()
-        ), final
+        logits = self._output(top.reshape(B * T, -1))
+        return float(self.threads.softmax_cross_entropy_(logits, y.T.ravel(), None).sum()), final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""
@@ -264,4 +256,4 @@ class LanguageModel:
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""
         top, final, _ = self._forward(tokens[None, :], state, [None] * (self.config.layers + 1))
-        return (top[0] @ self.params["Wy"] + self.params["by"]).astype(np.float64), final
+        return self._output(top[0]).astype(np.float64), final

@@ -11,7 +11,21 @@ from collections.abc import Iterator
 import numpy as np
 
 from lstm_lm import LMError
+from lstm_lm.data import EOS, Vocab
 from lstm_lm.model import LanguageModel, State
+
+DEFAULT_LENGTH = {"word": 50, "char": 300}  # tokens a sample runs to, by token level
+
+
+def encode_seed(vocab: Vocab, text: str | None) -> tuple[np.ndarray, list[str]]:
+    """Ids (N,) to prime with and the seed's unknown tokens; without text, `<eos>` (what
+    precedes every line), or the first token where the vocabulary has no `<eos>`."""
+    if text is None:
+        return np.array([vocab.stoi.get(EOS, 0)]), []
+    ids, unknown = vocab.encode(text)
+    if len(ids) == 0:
+        raise LMError("no token of the seed text is in the model's vocabulary; give other text")
+    return ids, unknown
 
 
 def prime(model: LanguageModel, seed_ids: np.ndarray) -> tuple[np.ndarray, State]:

@@ -6,6 +6,7 @@ from one window to the next, evaluates on valid at every epoch end (and every
 metrics.jsonl there. It never prints: progress goes to an `on_event` callback.
 Everything that decides the next step (parameters, optimiser memory, RNG state, epoch,
 window, hidden state) is saved, so a resumed run is bit-identical to an uninterrupted one.
+`new_run` and `resume_run` prepare what `fit` needs for a run directory.
 
 The objective is the loss summed over the T steps of a window and averaged over the
 batch (Zaremba et al. 2014), i.e. `scale = T` times the mean per-token NLL.
@@ -13,22 +14,28 @@ batch (Zaremba et al. 2014), i.e. `scale = T` times the mean per-token NLL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from lstm_lm import LMError, checkpoint
-from lstm_lm.config import TrainConfig
-from lstm_lm.data import Corpus, batchify, check_fits, num_windows, window
-from lstm_lm.model import LanguageModel
-from lstm_lm.optim import OPTIMIZERS, clip_global_norm_
+from lstm_lm.checkpoint import BEST, LAST
+from lstm_lm.config import RESUMABLE, Settings, TrainConfig
+from lstm_lm.data import Corpus, DataSource, batchify, check_fits, num_windows, window
+from lstm_lm.download import Log, Progress
+from lstm_lm.losses import bits_per_char, perplexity
+from lstm_lm.model import LanguageModel, State
+from lstm_lm.optim import OPTIMIZERS, SGD, clip_global_norm_
 
-LN2 = math.log(2)
+METRICS = "metrics.jsonl"  # in a run directory: one JSON line per evaluation
+RUNS = Path("runs")  # where runs go without --out
 
 
 def evaluate(
@@ -46,6 +53,38 @@ def evaluate(
         total += nll
         count += y.size
     return total, count
+
+
+class Step(NamedTuple):
+    loss: float  # the window's mean NLL per token
+    norm: float  # global gradient norm before clipping
+    state: State  # final state, to carry into the next window
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.norm)
+
+
+def train_step(
+    model: LanguageModel,
+    optimizer: SGD,
+    tc: TrainConfig,
+    x: np.ndarray,
+    y: np.ndarray,
+    state: State,
+    lr: float,
+    rng: np.random.Generator,
+) -> Step:
+    """One optimisation step on the window x, y (B, T): forward, backward, clipping, the
+    token rows' learning-rate multiplier, the update. Where the loss or the gradient is not
+    finite the parameters are left as they were (`fit` stops there)."""
+    r = model.loss_and_grads(x, y, state, rng=rng, scale=float(x.shape[1]))
+    norm = clip_global_norm_(r.grads, tc.clip, r.rows)
+    step = Step(r.loss, norm, r.state)
+    if step.finite:
+        model.scale_token_grads_(r, tc.token_lr_scale)
+        optimizer.step(model.params, r.grads, lr, r.rows)
+    return step
 
 
 @dataclass
@@ -93,14 +132,15 @@ def metrics_line(
         "epoch": round(epoch, 4),
         "lr": lr,
         "train_loss": train_loss,
-        "train_ppl": math.exp(min(train_loss, 700)),
+        "train_ppl": perplexity(train_loss),
         "valid_loss": valid_loss,
-        "valid_ppl": math.exp(min(valid_loss, 700)),
+        "valid_ppl": perplexity(valid_loss),
         "tokens_per_s": round(tokens_per_s, 1),
         "elapsed": round(state.elapsed, 2),
     }
-    if level == "char":
-        line["valid_bpc"] = valid_loss / LN2
+    bpc = bits_per_char(valid_loss, level)
+    if bpc is not None:
+        line["valid_bpc"] = bpc
     return line
 
 
@@ -110,7 +150,6 @@ def fit(
     tc: TrainConfig,
     *,
     run_dir: str | Path | None = None,
-    data_source: dict | None = None,
     resume: checkpoint.Checkpoint | None = None,
     rng: np.random.Generator | None = None,
     on_event: Callable[[Event], None] | None = None,
@@ -136,7 +175,6 @@ def fit(
         if st.window > 0 and resume.state is not None:
             hidden = resume.state
     run_dir = Path(run_dir) if run_dir is not None else None
-    source = data_source or {}
 
     def save(name: str) -> None:
         if run_dir is not None:
@@ -147,7 +185,7 @@ def fit(
                 corpus.vocab,
                 tc,
                 asdict(st),
-                source,
+                corpus.source,
                 optimizer.state_dict(),
                 hidden if st.window > 0 else None,
             )
@@ -167,30 +205,25 @@ def fit(
         nll, n = evaluate(model, corpus.valid, valid_B, T)
         st.elapsed += time.perf_counter() - t0
         train_loss = loss_sum / max(loss_n, 1)
+        tokens_per_s = train_tokens / max(train_time, 1e-9)
         line = metrics_line(
-            st,
-            lr,
-            train_loss,
-            nll / n,
-            train_tokens / max(train_time, 1e-9),
-            corpus.vocab.level,
-            n_windows,
+            st, lr, train_loss, nll / n, tokens_per_s, corpus.vocab.level, n_windows
         )
         st.history.append(line)
         loss_sum = loss_n = train_tokens = 0
         train_time = 0.0
         if run_dir is not None:
-            with open(run_dir / "metrics.jsonl", "a") as f:
+            with open(run_dir / METRICS, "a") as f:
                 f.write(json.dumps(line) + "\n")
         if nll / n < st.best_valid:
             st.best_valid = nll / n
-            save("best.npz")
+            save(BEST)
         emit(Event("eval", st, lr, metrics=line, windows=n_windows))
 
     if run_dir is not None:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.jsonl").touch()
+            (run_dir / METRICS).touch()
         except OSError as e:
             raise LMError(
                 f"cannot write to run directory {run_dir}: {e.strerror}; choose another --out"
@@ -202,17 +235,14 @@ def fit(
         lr = tc.lr_at(st.epoch)
         t0 = time.perf_counter()
         x, y = window(data, st.window, T)
-        r = model.loss_and_grads(x, y, hidden, rng=rng, scale=float(x.shape[1]))
-        norm = clip_global_norm_(r.grads, tc.clip, r.rows)
-        if not (math.isfinite(r.loss) and math.isfinite(norm)):
+        step = train_step(model, optimizer, tc, x, y, hidden, lr, rng)
+        if not step.finite:
             raise Diverged(
-                f"the loss became {'nan' if math.isnan(r.loss * norm) else 'inf'} "
+                f"the loss became {'nan' if math.isnan(step.loss * step.norm) else 'inf'} "
                 f"at step {st.step + 1}; "
                 "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
             )
-        model.scale_token_grads_(r.grads, tc.token_lr_scale)
-        optimizer.step(model.params, r.grads, lr, r.rows)
-        hidden = r.state
+        hidden = step.state
         dt = time.perf_counter() - t0
         st.step += 1
         st.window += 1
@@ -220,9 +250,9 @@ def fit(
         st.elapsed += dt
         train_time += dt
         train_tokens += x.size
-        loss_sum += r.loss * x.size
+        loss_sum += step.loss * x.size
         loss_n += x.size
-        emit(Event("step", st, lr, loss=r.loss, windows=n_windows))
+        emit(Event("step", st, lr, loss=step.loss, windows=n_windows))
         if (
             st.window == n_windows
         ):  # the next epoch starts afresh: checkpoints saved now resume there
@@ -231,12 +261,95 @@ def fit(
             hidden = model.init_state(B)
             run_eval(lr)
             emit(Event("epoch_end", st, lr, windows=n_windows))
-            save("last.npz")
+            save(LAST)
         elif tc.eval_every and st.step % tc.eval_every == 0:
             run_eval(lr)
         reason = done() or ("interrupted" if should_stop() else "")
     if loss_n and st.window > 0:  # stopped mid-epoch: evaluate what was trained
         run_eval(tc.lr_at(st.epoch))
-    save("last.npz")
+    save(LAST)
     emit(Event("end", st, tc.lr_at(min(st.epoch, tc.epochs)), reason=reason, windows=n_windows))
     return st
+
+
+# --- preparing a run directory -------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What `fit` needs for one run directory: a fresh run, or one resumed from a checkpoint."""
+
+    model: LanguageModel
+    corpus: Corpus
+    config: TrainConfig
+    out: Path
+    rng: np.random.Generator
+    resume: checkpoint.Checkpoint | None = None
+
+    def fit(self, on_event=None, should_stop=None) -> TrainState:
+        return fit(
+            self.model,
+            self.corpus,
+            self.config,
+            run_dir=self.out,
+            resume=self.resume,
+            rng=self.rng,
+            on_event=on_event,
+            should_stop=should_stop,
+        )
+
+
+def new_run(
+    settings: Settings,
+    source: DataSource,
+    out: str | Path | None = None,
+    *,
+    name: str | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Load the data, initialise the model from `settings.train.seed` and choose the run
+    directory: `out`, or a fresh `runs/<name>` (default name: `ptb` or the data's name, with
+    `-char` at char level). Refuses a directory that already holds a run."""
+    corpus = source.load(log, progress)
+    tc = settings.train
+    rng = np.random.default_rng(tc.seed)
+    model = LanguageModel.init(settings.model_config(len(corpus.vocab)), rng, tc.dtype)
+    if out is None:
+        name = name or ("ptb" if source.ptb_dir is not None else corpus.name)
+        out = _fresh_dir(f"{name}-char" if source.level == "char" and name != "char" else name)
+    out = Path(out)
+    if (out / LAST).exists() or (out / BEST).exists():
+        raise LMError(
+            f"{out} already holds a run; continue it with --resume {out}, or choose another --out"
+        )
+    return Run(model, corpus, tc, out, rng)
+
+
+def _fresh_dir(name: str) -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... when that holds files already."""
+    out, n = RUNS / name, 2
+    while out.exists() and any(out.iterdir()):
+        out, n = RUNS / f"{name}-{n}", n + 1
+    return out
+
+
+def resume_run(
+    path: str | Path,
+    changes: dict | None = None,
+    out: str | Path | None = None,
+    *,
+    log: Log | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Continue the run of a checkpoint or run directory (its last.npz) with its own
+    configuration and data; `changes` may set only the RESUMABLE fields."""
+    changes = changes or {}
+    fixed = sorted(set(changes) - set(RESUMABLE))
+    if fixed:
+        raise LMError(f"a resumed run keeps its configuration; cannot change {', '.join(fixed)}")
+    ckpt = checkpoint.load(path, in_dir=LAST)
+    tc = dataclasses.replace(ckpt.train_config, **changes)
+    corpus = ckpt.load_corpus(log, progress)
+    out = Path(out) if out is not None else checkpoint.resolve_path(path, LAST).parent
+    return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)

@@ -90,7 +90,7 @@ def test_token_lr_scale_multiplies_only_the_token_rows_update():
         )
         before = {k: v.copy() for k, v in m.params.items()}
         r = m.loss_and_grads(x, x, m.init_state(2))
-        m.scale_token_grads_(r.grads, factor)
+        m.scale_token_grads_(r, factor)
         SGD(m.params).step(m.params, r.grads, 0.1, r.rows)
         moved.append({k: m.params[k] - before[k] for k in before})
     H = 4

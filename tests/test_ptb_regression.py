@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from lstm_lm.config import PRESETS, ModelConfig, TrainConfig, resolve
+from lstm_lm.config import PRESETS, resolve
 from lstm_lm.data import load_corpus
 from lstm_lm.model import LanguageModel
 from lstm_lm.train import evaluate, fit
@@ -21,15 +21,13 @@ THRESHOLD = 750.0
 
 def test_small_preset_learns_ptb(ptb_dir):
     corpus = load_corpus("word", data_dir=ptb_dir)
-    model_opts, train_opts = resolve("small", {"max_steps": 300})
-    tc = TrainConfig(**train_opts)
+    settings = resolve("small", {"max_steps": 300})
+    tc = settings.train
     rng = np.random.default_rng(tc.seed)
-    model = LanguageModel.init(
-        ModelConfig(vocab_size=len(corpus.vocab), **model_opts), rng, tc.dtype
-    )
-    assert evaluate(model, corpus.valid[:2000], 20, 20)[0] / 2000 > math.log(
-        9000
-    )  # starts near ln V
+    model = LanguageModel.init(settings.model_config(len(corpus.vocab)), rng, tc.dtype)
+    nll, n = evaluate(model, corpus.valid[:2000], 20, 20)
+    assert n == 1980  # 20 streams of 100 tokens, 99 targets each
+    assert nll / n > math.log(9000)  # starts near ln V
     st = fit(model, corpus, tc, rng=rng)
     assert st.step == 300
     valid_ppl = math.exp(st.history[-1]["valid_loss"])
