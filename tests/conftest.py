@@ -76,32 +76,8 @@ def tiny_run(tmp_path_factory, markov_corpus):
     """A small word-level run on the Markov corpus (a few seconds)."""
     data, _ = markov_corpus
     out = tmp_path_factory.mktemp("run") / "tiny"
-    r = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data",
-            str(data),
-            "--layers",
-            "1",
-            "--hidden",
-            "16",
-            "--batch-size",
-            "8",
-            "--bptt",
-            "10",
-            "--epochs",
-            "1",
-            "--max-steps",
-            "60",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "0.01",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-    )
+    opts = "--layers 1 --hidden 16 --batch-size 8 --bptt 10 --epochs 1 --max-steps 60 --quiet"
+    args = ["train", "--data", str(data), *opts.split(), "--optimizer", "adam", "--lr", "0.01"]
+    r = CliRunner().invoke(main, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output
     return out

@@ -1,7 +1,6 @@
 """Every command through CliRunner: outputs, options and every bad input."""
 
 import json
-import pickle
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import __version__
+from lstm_lm import __version__, cells, checkpoint
 from lstm_lm.cli import main
 
 
@@ -32,13 +31,31 @@ def test_version_and_module_entry():
     assert out.returncode == 0 and __version__ in out.stdout
 
 
+def stepwise_nll(model, ids) -> float:
+    """Mean NLL of ids[1:], each given all before it, one token at a time through
+    `model.step` (batch 1, float64 log-softmax): a path independent of `evaluate`'s windows."""
+    state, total = model.init_state(1), 0.0
+    for t in range(len(ids) - 1):
+        logits, state = model.step(ids[t : t + 1], state)
+        z = logits[0] - logits[0].max()
+        total += np.log(np.exp(z).sum()) - z[ids[t + 1]]
+    return total / (len(ids) - 1)
+
+
 def test_eval_table_and_json(tiny_run):
     r = invoke("eval", tiny_run)
-    assert r.exit_code == 0 and "perplexity" in r.stdout
-    r = invoke("eval", tiny_run, "--split", "valid", "--batch-size", 4, "--json")
+    assert r.exit_code == 0, r.output
+    assert "perplexity" in r.stdout and "20,000" in r.stdout  # every target of the test split
+    r = invoke("eval", tiny_run, "--split", "valid", "--json")
     res = json.loads(r.stdout)
-    assert set(res) == {"split", "tokens", "nll", "ppl", "bpc"} and res["split"] == "valid"
-    assert res["ppl"] == pytest.approx(np.exp(res["nll"]))
+    assert set(res) == {"split", "tokens", "nll", "ppl", "bpc"}
+    assert (res["split"], res["tokens"], res["bpc"]) == ("valid", 4000, None)
+    c = checkpoint.load(tiny_run)
+    expected = stepwise_nll(c.model, c.load_corpus().valid)
+    assert res["nll"] == pytest.approx(expected, rel=1e-5)
+    assert res["ppl"] == pytest.approx(np.exp(expected), rel=1e-5)
+    r = invoke("eval", tiny_run, "--split", "valid", "--batch-size", 4, "--json")
+    assert json.loads(r.stdout)["tokens"] == 4 * (4001 // 4 - 1)  # the remainder is dropped
 
 
 def test_eval_on_a_file_warns_about_unknown_words(tiny_run, tmp_path):
@@ -56,13 +73,15 @@ def test_sample_is_reproducible_and_streams_words(tiny_run):
     b = invoke("sample", tiny_run, "--seed-text", "a b c", "--length", 15, "--seed", 4)
     assert a.exit_code == 0 and a.stdout == b.stdout
     assert a.stdout.startswith("a b c ")
+    assert len(a.stdout.split()) + a.stdout.count("\n") - 1 == 3 + 15  # <eos>: a line break
+    c = invoke("sample", tiny_run, "--seed-text", "a b c", "--length", 15, "--seed", 5)
+    assert c.stdout != a.stdout  # the seed is used
     g1 = invoke("sample", tiny_run, "--seed-text", "a", "--greedy", "--length", 8)
     g2 = invoke("sample", tiny_run, "--seed-text", "a", "--greedy", "--length", 8, "--seed", 99)
-    assert g1.stdout == g2.stdout
-    r = invoke(
-        "sample", tiny_run, "--seed-text", "a", "--num", 2, "--top-k", 2, "--temperature", 0.5
-    )
-    assert r.exit_code == 0 and r.stdout.count("\n") >= 2
+    top1 = invoke("sample", tiny_run, "--seed-text", "a", "--top-k", 1, "--length", 8, "--seed", 3)
+    assert g1.stdout == g2.stdout == top1.stdout  # top-1 sampling is greedy decoding
+    r = invoke("sample", tiny_run, *"--seed-text a --num 2 --top-k 2 --temperature 0.5".split())
+    assert r.exit_code == 0 and r.stdout.count("\n") == 2 and r.stderr.count("--- sample") == 2
 
 
 def test_sample_seed_file_and_unknown_words(tiny_run, tmp_path):
@@ -76,51 +95,51 @@ def test_sample_seed_file_and_unknown_words(tiny_run, tmp_path):
 def test_info_shows_config_and_curve(tiny_run):
     r = invoke("info", tiny_run)
     assert r.exit_code == 0
-    for text in ("lstm 1 x 16", "parameters", "best valid ppl", "valid perplexity by epoch", "█"):
-        assert text in r.stdout
+    best = checkpoint.load(tiny_run).train_state["best_valid"]
+    for text in ("lstm 1 x 16", "parameters", f"best valid ppl │ {np.exp(best):,.2f}",
+                 "adam lr 0.01", "step 60", "valid perplexity by epoch", "█"):  # fmt: skip
+        assert text in r.stdout, text
 
 
 def test_gradcheck_command():
     r = invoke(
-        "gradcheck",
-        "--layers",
-        2,
-        "--hidden",
-        4,
-        "--bptt",
-        3,
-        "--dropout",
-        0.2,
-        "--input-dropout",
-        0.3,
+        "gradcheck", *"--layers 2 --hidden 4 --bptt 3 --dropout 0.2 --input-dropout 0.3".split()
     )
     assert r.exit_code == 0, r.output
     assert "input dropout 0.3" in r.stdout
     assert "l1.Wo" in r.stdout and "state.l1.1" in r.stdout and "FAIL" not in r.stdout
+    assert "all 22 arrays within 1e-06" in r.stderr
+
+
+def test_gradcheck_command_fails_on_a_wrong_backward(monkeypatch):
+    real = cells.lstm_backward
+
+    def broken(dhs, dstate, cache):
+        dx, dWh, ds = real(dhs, dstate, cache)
+        return dx, dWh * 1.001, ds
+
+    monkeypatch.setitem(
+        cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken)
+    )
+    r = invoke("gradcheck", "--layers", 1, "--hidden", 4)
+    assert r.exit_code == 1
+    assert "FAIL" in r.stdout and "gradient check failed: largest relative error" in r.stderr
 
 
 def test_bench_command_json():
-    r = invoke(
-        "bench",
-        "--vocab",
-        50,
-        "--hidden",
-        8,
-        "--layers",
-        1,
-        "--batch-size",
-        4,
-        "--bptt",
-        5,
-        "--repeats",
-        2,
-        "--literal",
-        "--json",
-    )
+    opts = "--vocab 50 --hidden 8 --layers 1 --batch-size 4 --bptt 5 --dropout 0.3 --repeats 2"
+    r = invoke("bench", *opts.split(), "--literal", "--json")
     assert r.exit_code == 0, r.output
     fast, literal = json.loads(r.stdout)
+    measured = {k: fast[k] for k in ("layers", "hidden", "vocab", "batch_size", "bptt", "dropout")}
+    assert measured == {"layers": 1, "hidden": 8, "vocab": 50, "batch_size": 4, "bptt": 5,
+                        "dropout": 0.3}  # fmt: skip
+    assert fast["optimizer"] == "sgd" and fast["input_dropout"] == 0.2  # the small preset's
     assert fast["train_tokens_per_s"] > 0 and fast["eval_tokens_per_s"] > 0
     assert literal["cell"] == "lstm (literal)" and literal["train_tokens_per_s"] > 0
+    r = invoke("bench", "--preset", "char", "--hidden", 8, "--repeats", 1, "--json")
+    res = json.loads(r.stdout)
+    assert (res["vocab"], res["batch_size"], res["bptt"], res["optimizer"]) == (50, 32, 50, "adam")
 
 
 # --- bad input: one line, non-zero exit, no traceback ----------------------------------------
@@ -190,7 +209,7 @@ def test_corrupted_checkpoint(tiny_run, tmp_path):
         data[i] ^= 0xFF
     bad = tmp_path / "bad.npz"
     bad.write_bytes(bytes(data))
-    assert_clean_error(invoke("info", bad), 1, str(bad))
+    assert_clean_error(invoke("info", bad), 1, f"{bad}: truncated or corrupted checkpoint")
 
 
 def test_not_an_npz(tmp_path):
@@ -206,7 +225,7 @@ def test_npz_that_is_not_ours(tmp_path):
 
 
 class Exploit:
-    """Unpickling this would create a file: proof that nothing was executed."""
+    """Unpickling this creates a file: proof of whether the payload ran."""
 
     def __init__(self, target):
         self.target = target
@@ -216,12 +235,16 @@ class Exploit:
 
 
 def test_pickled_npz_is_refused_and_never_executed(tmp_path):
-    target = tmp_path / "pwned"
+    ours, theirs = tmp_path / "pwned-by-lstm-lm", tmp_path / "pwned-by-allow-pickle"
     f = tmp_path / "evil.npz"
-    np.savez(f, meta=np.array([Exploit(str(target))], dtype=object))
-    pickle.dumps(Exploit(str(target)))  # the payload is real
-    assert_clean_error(invoke("eval", f), 1, "pickled objects", "refuses")
-    assert not target.exists()
+    np.savez(f, meta=np.array([Exploit(str(ours))], dtype=object))
+    assert_clean_error(invoke("eval", f), 1, "pickled objects", "refuses", "nothing was executed")
+    assert not ours.exists()
+    # the positive control: the same file does run its payload where pickles are allowed
+    np.savez(f, meta=np.array([Exploit(str(theirs))], dtype=object))
+    with np.load(f, allow_pickle=True) as z:
+        z["meta"]
+    assert theirs.exists()
 
 
 def test_vocabulary_mismatch_on_resume(markov_corpus, tmp_path):
@@ -231,20 +254,8 @@ def test_vocabulary_mismatch_on_resume(markov_corpus, tmp_path):
     for name in ("train.txt", "valid.txt", "test.txt"):
         (mine / name).write_text((data / name).read_text())
     out = tmp_path / "run"
-    r = invoke(
-        "train",
-        "--data",
-        mine,
-        "--layers",
-        1,
-        "--hidden",
-        4,
-        "--max-steps",
-        2,
-        "--out",
-        out,
-        "--quiet",
-    )
+    opts = "--layers 1 --hidden 4 --max-steps 2 --quiet"
+    r = invoke("train", "--data", mine, *opts.split(), "--out", out)
     assert r.exit_code == 0
     (mine / "train.txt").write_text((data / "train.txt").read_text() + "brand new words\n")
     assert_clean_error(
@@ -252,20 +263,20 @@ def test_vocabulary_mismatch_on_resume(markov_corpus, tmp_path):
     )
 
 
-def test_resume_refuses_changed_model_options(tiny_run):
-    assert_clean_error(
-        invoke("train", "--resume", tiny_run, "--hidden", 64), 2, "--resume continues"
-    )
+def test_resume_refuses_changed_options(tiny_run, tmp_path):
+    assert_clean_error(invoke("train", "--resume", tiny_run, "--hidden", 64), 2,
+                       "--resume continues the saved configuration", "(got --hidden)")  # fmt: skip
+    r = invoke("train", "--resume", tiny_run, "--data", tmp_path, "--level", "char")
+    assert_clean_error(r, 2, "(got --data, --level)")
 
 
 def test_unwritable_run_directory(markov_corpus, tmp_path):
     data, _ = markov_corpus
     blocker = tmp_path / "file"
     blocker.write_text("x")
+    r = invoke("train", "--data", data, "--max-steps", 1, "--out", blocker / "run")
     assert_clean_error(
-        invoke("train", "--data", data, "--max-steps", 1, "--out", blocker / "run"),
-        1,
-        "cannot write",
+        r, 1, f"cannot write to run directory {blocker / 'run'}", "choose another --out"
     )
 
 

@@ -1,5 +1,7 @@
 """The data pipeline: PTB counts, vocabularies, own corpora, batching, errors."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,7 @@ from lstm_lm import LMError
 from lstm_lm.data import (
     EOS,
     UNK,
+    DataSource,
     Vocab,
     batchify,
     build_vocab,
@@ -116,3 +119,50 @@ def test_too_small_for_one_window():
     with pytest.raises(LMError, match="too small.*--batch-size or --bptt"):
         check_fits(np.arange(50), batch_size=10, bptt=5, what="the training split")
     check_fits(np.arange(60), batch_size=10, bptt=5, what="the training split")
+
+
+def test_data_source_round_trips_through_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = DataSource("char", train="a.txt", valid="b.txt", max_vocab=30, min_count=2)
+    assert files.train == str(tmp_path / "a.txt")  # absolute: a checkpoint works from anywhere
+    ptb = DataSource("word", ptb_dir="dataset/ptb")
+    for source in (files, ptb):
+        assert DataSource.from_json(json.loads(json.dumps(source.to_json()))) == source
+    # the records lstm-lm 0.1.0 wrote into its checkpoints
+    old = {"kind": "ptb", "level": "word", "dir": "/data/ptb"}
+    assert DataSource.from_json(old) == DataSource("word", ptb_dir="/data/ptb")
+
+
+@pytest.mark.parametrize("where,message", [
+    ({}, "give exactly one of"),
+    ({"data_dir": "d", "train": "t.txt"}, "give exactly one of"),
+    ({"data_dir": "d", "valid": "v.txt"}, "--valid/--test need --train"),
+])  # fmt: skip
+def test_data_source_refuses_ambiguous_data(where, message):
+    with pytest.raises(LMError, match=message):
+        DataSource("word", **where)
+
+
+def test_load_records_its_source(tmp_path):
+    (tmp_path / "train.txt").write_text("a b a\n" * 20)
+    c = load_corpus("word", data_dir=tmp_path, min_count=2)
+    assert c.source == DataSource("word", data_dir=tmp_path, min_count=2)
+    assert c.source.load().vocab == c.vocab
+
+
+@pytest.mark.parametrize("level,ptb_chars,ids_text,seed_ends_line,expected", [
+    ("word", False, "x y\nz", True, ["x", " y", "\n", "z"]),
+    ("word", False, "x y", False, [" x", " y"]),  # continuing a line
+    ("char", True, "a_b\nc", True, ["a", " ", "b", "\n", "c"]),  # PTB's `_` reads as a space
+    ("char", False, "a_b\nc", True, ["a", "_", "b", "\n", "c"]),
+])  # fmt: skip
+def test_pieces_stream_what_decode_joins(level, ptb_chars, ids_text, seed_ends_line, expected):
+    if level == "word":
+        tokens = ids_text.replace("\n", f" {EOS} ").split()
+    else:
+        tokens = [EOS if ch == "\n" else ch for ch in ids_text]
+    v = Vocab(tuple(sorted(set(tokens))), level, ptb_chars)
+    ids = [v.stoi[t] for t in tokens]
+    assert list(v.pieces(ids, line_start=seed_ends_line)) == expected
+    if seed_ends_line:
+        assert v.decode(ids) == "".join(expected)
