@@ -304,22 +304,13 @@ def stop_on_signal(con: Consoles):
 
 
 def data_source(level, data, train, valid, test, max_vocab, min_count) -> DataSource:
-    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given."""
-    if data is not None and train is not None:
-        raise click.UsageError("give either --data DIR or --train FILE, not both")
-    if train is None and (valid is not None or test is not None):
-        raise click.UsageError("--valid/--test need --train")
+    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given. Options
+    that do not go together are a usage error (exit 2)."""
     ptb_dir = DEFAULT_DEST if data is None and train is None else None
-    return DataSource(
-        level,
-        ptb_dir=ptb_dir,
-        data_dir=data,
-        train=train,
-        valid=valid,
-        test=test,
-        max_vocab=max_vocab,
-        min_count=min_count or 1,
-    )
+    try:
+        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count or 1)
+    except LMError as e:
+        raise click.UsageError(str(e)) from None
 
 
 def resume_changes(given: dict) -> dict:

@@ -212,8 +212,10 @@ class DataSource:
     def __post_init__(self):
         if self.level not in ("word", "char"):
             raise LMError(f"unknown level {self.level!r}; use 'word' or 'char'")
-        if sum(p is not None for p in (self.ptb_dir, self.data_dir, self.train)) != 1:
-            raise LMError("give exactly one of: PTB, --data DIR, --train FILE")
+        given = sum(p is not None for p in (self.ptb_dir, self.data_dir, self.train))
+        if given != 1:
+            raise LMError("give either --data DIR or --train FILE, not both" if given else
+                          "no training data: give --data DIR or --train FILE")  # fmt: skip
         if self.train is None and (self.valid is not None or self.test is not None):
             raise LMError("--valid/--test need --train")
         for name in ("ptb_dir", "data_dir", "train", "valid", "test"):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lstm_lm import cells
 from lstm_lm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +20,20 @@ def ptb_location() -> Path | None:
         if (cand / "ptb.train.txt").is_file():
             return cand
     return None
+
+
+@pytest.fixture
+def broken_lstm_backward(monkeypatch):
+    """The LSTM's backward with one term wrong by 0.1%: what a gradient check must catch."""
+    real = cells.lstm_backward
+
+    def broken(dhs, dstate, cache):
+        dx, dWh, ds = real(dhs, dstate, cache)
+        return dx, dWh * 1.001, ds
+
+    monkeypatch.setitem(
+        cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken)
+    )
 
 
 @pytest.fixture(scope="session")

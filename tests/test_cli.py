@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import __version__, cells, checkpoint
+from lstm_lm import __version__, checkpoint
 from lstm_lm.cli import main
 
 
@@ -111,16 +111,7 @@ def test_gradcheck_command():
     assert "all 22 arrays within 1e-06" in r.stderr
 
 
-def test_gradcheck_command_fails_on_a_wrong_backward(monkeypatch):
-    real = cells.lstm_backward
-
-    def broken(dhs, dstate, cache):
-        dx, dWh, ds = real(dhs, dstate, cache)
-        return dx, dWh * 1.001, ds
-
-    monkeypatch.setitem(
-        cells.CELL_TYPES, "lstm", cells.CELL_TYPES["lstm"]._replace(backward=broken)
-    )
+def test_gradcheck_command_fails_on_a_wrong_backward(broken_lstm_backward):
     r = invoke("gradcheck", "--layers", 1, "--hidden", 4)
     assert r.exit_code == 1
     assert "FAIL" in r.stdout and "gradient check failed: largest relative error" in r.stderr
@@ -291,3 +282,11 @@ def test_corpus_too_small(tmp_path):
         1,
         "too small",
     )
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--data", "d", "--train", "t.txt"], "give either --data DIR or --train FILE, not both"),
+    (["--valid", "v.txt"], "--valid/--test need --train"),
+])  # fmt: skip
+def test_data_options_that_do_not_go_together(args, fragment):
+    assert_clean_error(invoke("train", *args), 2, fragment)

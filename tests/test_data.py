@@ -134,8 +134,8 @@ def test_data_source_round_trips_through_json(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("where,message", [
-    ({}, "give exactly one of"),
-    ({"data_dir": "d", "train": "t.txt"}, "give exactly one of"),
+    ({}, "no training data: give --data DIR or --train FILE"),
+    ({"data_dir": "d", "train": "t.txt"}, "give either --data DIR or --train FILE, not both"),
     ({"data_dir": "d", "valid": "v.txt"}, "--valid/--test need --train"),
 ])  # fmt: skip
 def test_data_source_refuses_ambiguous_data(where, message):
