@@ -144,6 +144,136 @@ def metrics_line(
     return line
 
 
+@dataclass
+class _Since:
+    """Training since the last evaluation: what its metrics line reports."""
+
+    loss: float = 0.0  # summed over tokens
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+class Trainer:
+    """One run of `fit`: the windows of the training stream in order, an evaluation at every
+    epoch end (and every `eval_every` steps), checkpoints and metrics into `run_dir`."""
+
+    def __init__(self, model, corpus, tc, run_dir=None, resume=None, rng=None, on_event=None):
+        self.model, self.corpus, self.tc = model, corpus, tc
+        check_fits(corpus.train, tc.batch_size, tc.bptt, "the training split")
+        self.data = batchify(corpus.train, tc.batch_size)  # (B, N/B)
+        self.windows = num_windows(self.data, tc.bptt)
+        self.valid_batch = min(tc.batch_size, max(1, len(corpus.valid) // (tc.bptt + 1)))
+        self.optimizer = OPTIMIZERS[tc.optimizer](model.params)
+        self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
+        self.emit = on_event or (lambda e: None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.st, self.hidden, self.since = TrainState(), model.init_state(tc.batch_size), _Since()
+        if resume is not None:
+            self.st = TrainState(**resume.train_state)
+            self.rng.bit_generator.state = self.st.rng
+            self.optimizer.load_state_dict(resume.optimizer)
+            if self.st.window > 0 and resume.state is not None:
+                self.hidden = resume.state
+
+    def run(self, should_stop: Callable[[], bool]) -> TrainState:
+        st, tc = self.st, self.tc
+        self._prepare_run_dir()
+        self.emit(Event("start", st, tc.lr_at(st.epoch), windows=self.windows))
+        reason = self.stop_reason()
+        while not reason:
+            self.step()
+            if st.window == self.windows:  # the next epoch starts afresh: saved now, resumed there
+                lr = tc.lr_at(st.epoch)
+                st.epoch += 1
+                st.window = 0
+                self.hidden = self.model.init_state(tc.batch_size)
+                self.evaluate(lr)
+                self.emit(Event("epoch_end", st, lr, windows=self.windows))
+                self.save(LAST)
+            elif tc.eval_every and st.step % tc.eval_every == 0:
+                self.evaluate(tc.lr_at(st.epoch))
+            reason = self.stop_reason() or ("interrupted" if should_stop() else "")
+        if self.since.tokens and st.window > 0:  # stopped mid-epoch: evaluate what was trained
+            self.evaluate(tc.lr_at(st.epoch))
+        self.save(LAST)
+        lr = tc.lr_at(min(st.epoch, tc.epochs))
+        self.emit(Event("end", st, lr, reason=reason, windows=self.windows))
+        return st
+
+    def step(self) -> None:
+        """Train on the next window; stop the run if the loss or the gradient is not finite."""
+        st, lr = self.st, self.tc.lr_at(self.st.epoch)
+        t0 = time.perf_counter()
+        x, y = window(self.data, st.window, self.tc.bptt)
+        step = train_step(self.model, self.optimizer, self.tc, x, y, self.hidden, lr, self.rng)
+        if not step.finite:
+            raise Diverged(
+                f"the loss became {'nan' if math.isnan(step.loss * step.norm) else 'inf'} "
+                f"at step {st.step + 1}; "
+                "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
+            )
+        self.hidden = step.state
+        dt = time.perf_counter() - t0
+        st.step += 1
+        st.window += 1
+        st.tokens += x.size
+        st.elapsed += dt
+        self.since.loss += step.loss * x.size
+        self.since.tokens += x.size
+        self.since.seconds += dt
+        self.emit(Event("step", st, lr, loss=step.loss, windows=self.windows))
+
+    def evaluate(self, lr: float) -> None:
+        """Validation loss: a metrics line, best.npz when it is the best so far."""
+        st, since = self.st, self.since
+        t0 = time.perf_counter()
+        nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, self.tc.bptt)
+        st.elapsed += time.perf_counter() - t0
+        line = metrics_line(st, lr, since.loss / max(since.tokens, 1), nll / n,
+                            since.tokens / max(since.seconds, 1e-9), self.corpus.vocab.level,
+                            self.windows)  # fmt: skip
+        st.history.append(line)
+        self.since = _Since()
+        if self.run_dir is not None:
+            with open(self.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        if nll / n < st.best_valid:
+            st.best_valid = nll / n
+            self.save(BEST)
+        self.emit(Event("eval", st, lr, metrics=line, windows=self.windows))
+
+    def save(self, name: str) -> None:
+        """Everything the next step depends on, as `name` in the run directory."""
+        if self.run_dir is None:
+            return
+        st = self.st
+        st.rng = self.rng.bit_generator.state
+        state = self.hidden if st.window > 0 else None
+        checkpoint.save(self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
+                        self.corpus.source, self.optimizer.state_dict(), state)  # fmt: skip
+
+    def stop_reason(self) -> str:
+        st, tc = self.st, self.tc
+        if st.epoch > tc.epochs:
+            return "finished"
+        if tc.max_steps is not None and st.step >= tc.max_steps:
+            return "max-steps"
+        if tc.max_tokens is not None and st.tokens >= tc.max_tokens:
+            return "max-tokens"
+        return ""
+
+    def _prepare_run_dir(self) -> None:
+        if self.run_dir is None:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / METRICS).touch()
+        except OSError as e:
+            raise LMError(
+                f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
+            ) from None
+
+
 def fit(
     model: LanguageModel,
     corpus: Corpus,
@@ -158,118 +288,8 @@ def fit(
     """Train `model` on `corpus.train` following `tc`; see the module docstring.
     `rng` (default: seeded with tc.seed) draws the dropout masks; on resume its state is
     restored from the checkpoint."""
-    emit = on_event or (lambda e: None)
-    should_stop = should_stop or (lambda: False)
-    B, T = tc.batch_size, tc.bptt
-    check_fits(corpus.train, B, T, "the training split")
-    data = batchify(corpus.train, B)
-    n_windows = num_windows(data, T)
-    valid_B = min(B, max(1, len(corpus.valid) // (T + 1)))
-    optimizer = OPTIMIZERS[tc.optimizer](model.params)
-    rng = rng if rng is not None else np.random.default_rng(tc.seed)
-    st, hidden = TrainState(), model.init_state(B)
-    if resume is not None:
-        st = TrainState(**resume.train_state)
-        rng.bit_generator.state = st.rng
-        optimizer.load_state_dict(resume.optimizer)
-        if st.window > 0 and resume.state is not None:
-            hidden = resume.state
-    run_dir = Path(run_dir) if run_dir is not None else None
-
-    def save(name: str) -> None:
-        if run_dir is not None:
-            st.rng = rng.bit_generator.state
-            checkpoint.save(
-                run_dir / name,
-                model,
-                corpus.vocab,
-                tc,
-                asdict(st),
-                corpus.source,
-                optimizer.state_dict(),
-                hidden if st.window > 0 else None,
-            )
-
-    def done() -> str:
-        if st.epoch > tc.epochs:
-            return "finished"
-        if tc.max_steps is not None and st.step >= tc.max_steps:
-            return "max-steps"
-        if tc.max_tokens is not None and st.tokens >= tc.max_tokens:
-            return "max-tokens"
-        return ""
-
-    def run_eval(lr: float) -> None:
-        nonlocal loss_sum, loss_n, train_time, train_tokens
-        t0 = time.perf_counter()
-        nll, n = evaluate(model, corpus.valid, valid_B, T)
-        st.elapsed += time.perf_counter() - t0
-        train_loss = loss_sum / max(loss_n, 1)
-        tokens_per_s = train_tokens / max(train_time, 1e-9)
-        line = metrics_line(
-            st, lr, train_loss, nll / n, tokens_per_s, corpus.vocab.level, n_windows
-        )
-        st.history.append(line)
-        loss_sum = loss_n = train_tokens = 0
-        train_time = 0.0
-        if run_dir is not None:
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(line) + "\n")
-        if nll / n < st.best_valid:
-            st.best_valid = nll / n
-            save(BEST)
-        emit(Event("eval", st, lr, metrics=line, windows=n_windows))
-
-    if run_dir is not None:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / METRICS).touch()
-        except OSError as e:
-            raise LMError(
-                f"cannot write to run directory {run_dir}: {e.strerror}; choose another --out"
-            ) from None
-    loss_sum, loss_n, train_time, train_tokens = 0.0, 0, 0.0, 0
-    emit(Event("start", st, tc.lr_at(st.epoch), windows=n_windows))
-    reason = done()
-    while not reason:
-        lr = tc.lr_at(st.epoch)
-        t0 = time.perf_counter()
-        x, y = window(data, st.window, T)
-        step = train_step(model, optimizer, tc, x, y, hidden, lr, rng)
-        if not step.finite:
-            raise Diverged(
-                f"the loss became {'nan' if math.isnan(step.loss * step.norm) else 'inf'} "
-                f"at step {st.step + 1}; "
-                "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
-            )
-        hidden = step.state
-        dt = time.perf_counter() - t0
-        st.step += 1
-        st.window += 1
-        st.tokens += x.size
-        st.elapsed += dt
-        train_time += dt
-        train_tokens += x.size
-        loss_sum += step.loss * x.size
-        loss_n += x.size
-        emit(Event("step", st, lr, loss=step.loss, windows=n_windows))
-        if (
-            st.window == n_windows
-        ):  # the next epoch starts afresh: checkpoints saved now resume there
-            st.epoch += 1
-            st.window = 0
-            hidden = model.init_state(B)
-            run_eval(lr)
-            emit(Event("epoch_end", st, lr, windows=n_windows))
-            save(LAST)
-        elif tc.eval_every and st.step % tc.eval_every == 0:
-            run_eval(lr)
-        reason = done() or ("interrupted" if should_stop() else "")
-    if loss_n and st.window > 0:  # stopped mid-epoch: evaluate what was trained
-        run_eval(tc.lr_at(st.epoch))
-    save(LAST)
-    emit(Event("end", st, tc.lr_at(min(st.epoch, tc.epochs)), reason=reason, windows=n_windows))
-    return st
+    trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event)
+    return trainer.run(should_stop or (lambda: False))
 
 
 # --- preparing a run directory -------------------------------------------------------------
