@@ -18,11 +18,12 @@ from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.timing import median_rate
-from lstm_lm.train import train_step
+from lstm_lm.train import check_memory, train_step
 
 
 def bench(config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10) -> dict:
     """Median tokens/s of training steps and of evaluation windows, with the configuration."""
+    check_memory(config, tc)
     rng = np.random.default_rng(tc.seed)
     model = LanguageModel.init(config, rng, tc.dtype)
     opt = OPTIMIZERS[tc.optimizer](model.params)

@@ -13,9 +13,11 @@ Loaded with numpy.load(allow_pickle=False): an archive holding pickled objects i
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
@@ -32,6 +34,7 @@ from lstm_lm.model import LanguageModel
 FORMAT = "lstm-lm"
 VERSION = 1
 BEST, LAST = "best.npz", "last.npz"  # in a run directory: lowest valid loss; newest
+TMP_SUFFIX = ".tmp"  # of a file being written; renamed to its name once complete
 
 
 @dataclass
@@ -59,25 +62,44 @@ class Checkpoint:
         return corpus
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write bytes under `path` so that a crash at any moment leaves the old file intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomic(path: str | Path, payload: bytes, fix: str = "choose another --out") -> None:
+    """Write bytes under `path` so that a crash, a kill or a full disk at any moment leaves
+    the old file intact: a temporary file beside it, fsync, rename. LMError on failure,
+    naming the file (and, for a full disk, the space it needs)."""
+    path = Path(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        tmp = None
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise LMError(
+                f"cannot write {path}: no space left on the device ({len(payload):,} bytes "
+                f"needed, {free:,} free); free some space or {fix}; the previous file is intact"
+            ) from None
+        raise LMError(f"cannot write {path}: {e.strerror}; {fix}") from None
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(directory: str | Path) -> None:
+    """Delete the temporary files a killed writer left behind in `directory`."""
+    for f in Path(directory).glob(f".*{TMP_SUFFIX}"):
+        f.unlink(missing_ok=True)
 
 
 def save(
@@ -109,20 +131,15 @@ def save(
         arrays.update({f"state.l{k}.{j}": s for j, s in enumerate(layer)})
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    try:
-        _atomic_write(path, buf.getvalue())
-    except OSError as e:
-        raise LMError(
-            f"cannot write checkpoint {path}: {e.strerror}; choose a writable --out"
-        ) from None
+    write_atomic(path, buf.getvalue())
     return path
 
 
-def resolve_path(path: str | Path, in_dir: str = BEST) -> Path:
-    """A checkpoint file, or a run directory (then its `in_dir` file)."""
+def resolve_path(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory: its best.npz, or last.npz where there is no best."""
     path = Path(path)
     if path.is_dir():
-        path = path / in_dir
+        path = path / BEST if (path / BEST).exists() else path / LAST
     if not path.exists():
         raise LMError(
             f"{path}: no such checkpoint; give a .npz written by lstm-lm train or its run directory"
@@ -130,14 +147,31 @@ def resolve_path(path: str | Path, in_dir: str = BEST) -> Path:
     return path
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz, refusing pickled objects; LMError for anything else."""
+def newest(run_dir: str | Path) -> Path:
+    """The checkpoint of a run directory that is furthest along (last.npz on a tie): after a
+    crash, best.npz can be newer than last.npz."""
+    run_dir = Path(run_dir)
+    found = [run_dir / n for n in (LAST, BEST) if (run_dir / n).exists()]
+    if not found:
+        raise LMError(f"{run_dir}: holds no checkpoint (best.npz or last.npz) to resume")
+    return max(found, key=lambda p: read_meta(p)["train_state"]["step"])
+
+
+def read_meta(path: str | Path) -> dict:
+    """The JSON header of a checkpoint file alone, without its arrays."""
+    path = Path(path)
+    return _read_meta(path, _read_arrays(path, only="meta"))
+
+
+def _read_arrays(path: Path, only: str | None = None) -> dict[str, np.ndarray]:
+    """Every array of an .npz (or the one named `only`, if there), refusing pickled objects;
+    LMError for anything else."""
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":
             raise LMError(f"{path}: not an .npz archive; is this an lstm-lm checkpoint?")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files if only is None or k == only}
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise LMError(
@@ -172,9 +206,10 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
     return meta
 
 
-def load(path: str | Path, in_dir: str = BEST, dtype=None) -> Checkpoint:
-    """Read and validate a checkpoint; every problem is an LMError naming the file."""
-    path = resolve_path(path, in_dir)
+def load(path: str | Path, dtype=None) -> Checkpoint:
+    """Read and validate a checkpoint (a file, or a run directory: see resolve_path); every
+    problem is an LMError naming the file."""
+    path = resolve_path(path)
     arrays = _read_arrays(path)
     meta = _read_meta(path, arrays)
     try:

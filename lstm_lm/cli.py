@@ -9,14 +9,20 @@ are declared once, in OPTIONS, and attached with `@options(...)`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import itertools
 import json
+import os
 import signal
 import sys
+import textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,14 +39,14 @@ from lstm_lm import LMError, __version__, checkpoint
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal
 from lstm_lm.cells import CELL_TYPES
-from lstm_lm.config import DTYPES, LEVELS, PRESETS, RESUMABLE, ModelConfig, resolve
+from lstm_lm.config import DTYPES, LEVELS, PRESETS, RESUMABLE, ModelConfig, Settings, resolve
 from lstm_lm.data import DataSource, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
-from lstm_lm.train import Run, evaluate, new_run, resume_run
+from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run
 
 Pos = click.IntRange(min=1)
 Prob = click.FloatRange(0, 1, max_open=True)
@@ -58,16 +64,80 @@ class Consoles:
 
 
 def library_errors(fn):
-    """Turn the library's LMError into a one-line ClickException (exit 1)."""
+    """One line and an honest exit code for what a user can cause: the library's LMError and
+    exhausted memory (exit 1), output that cannot be written (a full disk: exit 1; a reader
+    that went away, as with `| head`: silently), Ctrl-C (exit 130)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()
+            return result
         except LMError as e:
             raise click.ClickException(str(e)) from None
+        except MemoryError as e:
+            raise click.ClickException(f"out of memory ({e}); use a smaller model") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except OSError as e:
+            if e.filename is not None:  # not an output stream
+                raise
+            _silence_stdout()
+            if e.errno == errno.EPIPE:
+                sys.exit(1)
+            raise click.ClickException(f"cannot write the output: {e.strerror}") from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush of what is
+    still buffered does not fail a second time."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (as under CliRunner)
+        pass
+
+
+def usage_errors(fn, *args):
+    """fn(*args), an LMError in it being a usage error (exit 2): options that do not go
+    together or a value out of range."""
+    try:
+        return fn(*args)
+    except LMError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def given(name: str) -> bool:
+    """Whether the user gave an option, rather than it taking its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT)
+
+
+def refuse_together(first: str, second: str, why: str) -> None:
+    """A usage error naming both options when the user gave both."""
+    if given(first) and given(second):
+        ctx = click.get_current_context()
+        flag = {p.name: p.opts[0] for p in ctx.command.params}
+        raise click.UsageError(f"{flag[first]} does not go with {flag[second]}: {why}")
+
+
+def fmt_ppl(ppl: float) -> str:
+    return f"{ppl:,.2f}" if ppl < 1e6 else f"{ppl:.3g}"
+
+
+CKPT_HELP = ("CKPT is a checkpoint (.npz) or a run directory, which means its best.npz "
+             "(or last.npz where there is no best.npz).")  # fmt: skip
+
+
+def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
+    """Load CKPT, saying which file a run directory resolved to."""
+    path = checkpoint.resolve_path(ckpt)
+    if path != ckpt:
+        con.log.print(f"using {path}")
+    return checkpoint.load(path)
 
 
 # --- options shared by train, bench and gradcheck ------------------------------------------
@@ -77,7 +147,7 @@ OPTIONS = {
     "preset": dict(type=click.Choice(list(PRESETS)), help="Named configuration (default: small, "
                    "or char with --level char); explicit options override it."),
     "level": dict(type=click.Choice(LEVELS), help="Token level (default: word)."),
-    "cell": dict(type=click.Choice(list(CELL_TYPES)), help="Recurrent cell (default: lstm)."),
+    "cell": dict(type=click.Choice(list(CELL_TYPES)), help="Recurrent cell."),
     "layers": dict(type=Pos, help="Recurrent layers."),
     "hidden": dict(type=Pos, help="Units per layer."),
     "dropout": dict(type=Prob, help="Dropout on the input of every layer above the first and "
@@ -104,6 +174,8 @@ OPTIONS = {
     "max_steps": dict(type=Pos, help="Stop at this optimisation step of the whole run."),
     "max_tokens": dict(type=Pos, help="Stop after this many training tokens of the whole run."),
     "eval_every": dict(type=Pos, help="Also evaluate on valid every N steps."),
+    "save_every": dict(type=click.FloatRange(min=0), metavar="MINUTES", help="Also save "
+                       "last.npz this often (it is saved at every evaluation; 0: only then)."),
 }
 # fmt: on
 MODEL = (
@@ -117,21 +189,44 @@ MODEL = (
     "chrono",
 )
 STEP = ("batch_size", "bptt", "optimizer", "lr", "clip", "token_lr_scale", "seed", "dtype")
-SCHEDULE = ("epochs", "lr_decay", "decay_after", "max_steps", "max_tokens", "eval_every")
+SCHEDULE = (
+    "epochs",
+    "lr_decay",
+    "decay_after",
+    "max_steps",
+    "max_tokens",
+    "eval_every",
+    "save_every",
+)
 
 
-def options(*names: str, **defaults):
-    """Attach the named shared options; keyword arguments give this command's defaults."""
+def options(*names: str, shown: Settings | None = None, **defaults):
+    """Attach the named shared options. Keyword arguments give this command's defaults;
+    `shown`: settings whose values the help shows as the defaults (and where they come from)."""
 
     def attach(fn):
         for name in reversed(names):
             spec = dict(OPTIONS[name])
             if name in defaults:
                 spec.update(default=defaults[name], show_default=True)
+            elif shown is not None and shown.values().get(name) is not None:
+                value, origin = shown.values()[name], shown.origins[name]
+                where = f"{origin.split()[1]}: " if origin.startswith("preset") else "default "
+                spec["help"] = (spec.get("help", "") + f" ({where}{value})").lstrip()
             fn = click.option("--" + name.replace("_", "-"), name, **spec)(fn)
         return fn
 
     return attach
+
+
+def presets_epilog() -> str:
+    """What each preset sets, for `train --help`."""
+    lines = ["\b", "Presets (explicit options override what they set):"]
+    for name, values in PRESETS.items():
+        text = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in values.items())
+        lines += textwrap.wrap(f"{name}: {text}", 96, initial_indent="  ", subsequent_indent="    ",
+                               break_on_hyphens=False)  # fmt: skip
+    return "\n".join(lines)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -190,28 +285,22 @@ def download(dest, mirror):
     con = Consoles()
     with FetchView(con.err) as fetch:
         fetch_ptb(dest, mirror, **fetch.hooks)
-    con.err.print(f"[green]PTB ready in {dest}[/]")
+    con.err.print(f"[green]PTB ready in {dest} (checksums verified)[/]")
 
 
 # --- train -------------------------------------------------------------------------------
 
 
 class TrainView:
-    """Renders training events: a progress bar per epoch, a line per evaluation, a sample at
-    each epoch end, and the summary at the end."""
+    """Renders training events: one progress bar for the whole run, a line per evaluation, a
+    sample at each epoch end, and the summary at the end."""
 
     def __init__(self, con: Consoles, run: Run, as_json: bool):
         self.con, self.run, self.as_json = con, run, as_json
         self.rng = np.random.default_rng(run.config.seed + 1)  # for the epoch-end samples
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
-            console=con.log,
-            transient=True,
-        )
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                            console=con.log, transient=True)  # fmt: skip
         self.task, self.reason = None, ""
 
     def __call__(self, ev):
@@ -221,15 +310,11 @@ class TrainView:
         st = ev.state
         if self.task is None:
             self.bar.start()
-            description = f"epoch {st.epoch}/{self.run.config.epochs}"
-            self.task = self.bar.add_task(
-                description, total=ev.windows, completed=st.window - 1, info=""
-            )
-        info = (
-            f"loss {ev.loss:.3f}  ppl {perplexity(ev.loss):,.1f}  lr {ev.lr:.3g}  "
-            f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s"
-        )
-        self.bar.update(self.task, completed=st.window, info=info)
+            self.task = self.bar.add_task("", total=ev.total, completed=st.step - 1, info="")
+        info = (f"loss {ev.loss:.3f}  ppl {fmt_ppl(perplexity(ev.loss))}  lr {ev.lr:.3g}  "
+                f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s")  # fmt: skip
+        epoch = f"epoch {st.epoch}/{self.run.config.epochs}"
+        self.bar.update(self.task, completed=st.step, total=ev.total, description=epoch, info=info)
 
     def on_eval(self, ev):
         m = ev.metrics
@@ -237,13 +322,12 @@ class TrainView:
             self.con.out.print(json.dumps(m))
         bpc = f"  valid bpc {m['valid_bpc']:.3f}" if "valid_bpc" in m else ""
         self.con.log.print(
-            f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {m['train_ppl']:,.2f}  "
-            f"valid ppl {m['valid_ppl']:,.2f}{bpc}  lr {m['lr']:.3g}  "
+            f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {fmt_ppl(m['train_ppl'])}  "
+            f"valid ppl {fmt_ppl(m['valid_ppl'])}{bpc}  lr {m['lr']:.3g}  "
             f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min"
         )
 
     def on_epoch_end(self, ev):
-        self.stop_bar()
         vocab = self.run.corpus.vocab
         seed, _ = encode_seed(vocab, None)
         ids = generate(self.run.model, seed, DEFAULT_LENGTH[vocab.level], self.rng)
@@ -251,25 +335,13 @@ class TrainView:
 
     def on_end(self, ev):
         self.stop_bar()
-        self.reason, st, level = ev.reason, ev.state, self.run.corpus.vocab.level
+        self.reason, st = ev.reason, ev.state
         if st.history:
-            table = Table(title="training summary")
-            for col in ("epoch", "step", "train ppl", "valid ppl", "tok/s"):
-                table.add_column(col, justify="right")
-            for m in st.history:
-                table.add_row(
-                    f"{m['epoch']:.2f}",
-                    f"{m['step']:,}",
-                    f"{m['train_ppl']:,.2f}",
-                    f"{m['valid_ppl']:,.2f}",
-                    f"{m['tokens_per_s']:,.0f}",
-                )
-            self.con.log.print(table)
-        best = f"{perplexity(st.best_valid):,.2f}" if st.history else "-"
-        bpc = bits_per_char(st.best_valid, level) if st.history else None
+            self.con.log.print(summary_table(st.history, st.best_valid))
+        bpc = bits_per_char(st.best_valid, self.run.corpus.vocab.level) if st.history else None
         self.con.err.print(
             f"{'stopped' if self.reason == 'interrupted' else 'done'}: step {st.step:,}, "
-            f"best valid ppl {best}"
+            f"best valid ppl {fmt_ppl(perplexity(st.best_valid)) if st.history else '-'}"
             + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
             + f", {st.elapsed / 60:.1f} min; checkpoints in {self.run.out}"
         )
@@ -279,6 +351,21 @@ class TrainView:
             self.bar.remove_task(self.task)
             self.bar.stop()
             self.task = None
+
+
+def summary_table(history: list[dict], best_valid: float) -> Table:
+    """A row per evaluation; the best (the one in best.npz) marked."""
+    char = all("valid_bpc" in m for m in history)
+    table = Table(title="training summary", caption="* best.npz")
+    for col in ("", "epoch", "step", "train ppl", "valid ppl", *["valid bpc"] * char, "tok/s"):
+        table.add_column(col, justify="right")
+    for m in history:
+        best = "*" if m["valid_loss"] == best_valid else ""
+        bpc = [f"{m['valid_bpc']:.3f}"] if char else []
+        table.add_row(best, f"{m['epoch']:.2f}", f"{m['step']:,}", fmt_ppl(m["train_ppl"]),
+                      fmt_ppl(m["valid_ppl"]), *bpc, f"{m['tokens_per_s']:,.0f}",
+                      style="bold" if best else None)  # fmt: skip
+    return table
 
 
 @contextlib.contextmanager
@@ -304,26 +391,60 @@ def stop_on_signal(con: Consoles):
 
 
 def data_source(level, data, train, valid, test, max_vocab, min_count) -> DataSource:
-    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given. Options
-    that do not go together are a usage error (exit 2)."""
+    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given."""
     ptb_dir = DEFAULT_DEST if data is None and train is None else None
-    try:
-        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count or 1)
-    except LMError as e:
-        raise click.UsageError(str(e)) from None
+    return usage_errors(DataSource, level, ptb_dir, data, train, valid, test, max_vocab,
+                        min_count or 1)  # fmt: skip
 
 
-def resume_changes(given: dict) -> dict:
+def resume_changes(opts: dict) -> dict:
     """The options a resumed run may change; a usage error naming any other that was given."""
-    others = sorted(
-        "--" + k.replace("_", "-") for k, v in given.items() if v is not None and k not in RESUMABLE
-    )
+    others = sorted("--" + k.replace("_", "-") for k, v in opts.items()
+                    if v is not None and k not in RESUMABLE)  # fmt: skip
     if others:
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
         raise click.UsageError(
-            "--resume continues the saved configuration and data; only --epochs, --max-steps, "
-            f"--max-tokens, --eval-every may change (got {', '.join(others)})"
+            f"--resume continues the saved configuration and data; only {allowed} may change "
+            f"(got {', '.join(others)})"
         )
-    return {k: v for k, v in given.items() if v is not None}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
+
+
+def new_settings(opts: dict) -> tuple[Settings, DataSource, str | None]:
+    """The train command's options resolved: settings, data source and the preset named."""
+    where = {k: opts.pop(k) for k in DATA_OPTIONS}
+    preset = opts.pop("preset")
+    settings = usage_errors(resolve, preset, opts)
+    return settings, data_source(settings.level, **where), preset
+
+
+def plan_table(opts: dict, out: Path | None, resume: Path | None) -> Table:
+    """Every setting of the run that train would start, and where its value comes from."""
+    table = Table(title="lstm-lm train --dry-run: nothing was loaded or written")
+    for col in ("setting", "value", "from"):
+        table.add_column(col)
+    out_origin = "option" if out is not None else "default"
+    if resume is None:
+        settings, source, preset = new_settings(opts)
+        values, origins = settings.values(), settings.origins
+        out = out or default_out(source, preset)
+    else:
+        changes = resume_changes(opts)
+        path = checkpoint.newest(resume) if resume.is_dir() else resume
+        c = checkpoint.load(path)
+        model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
+        values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
+        origins = {k: "option" if k in changes else f"the run ({path})" for k in values}
+        source, out = DataSource.from_json(c.meta["data"]), out or path.parent
+    for k, v in values.items():
+        table.add_row(k.replace("_", "-"), str(v), origins[k])
+    where = source.ptb_dir and f"PTB in {source.ptb_dir}" or source.data_dir or source.train
+    table.add_row("data", str(where), "option" if source.ptb_dir is None else "default")
+    table.add_row("out", str(out), out_origin)
+    return table
 
 
 def describe(run: Run) -> str:
@@ -338,18 +459,22 @@ def describe(run: Run) -> str:
     )
 
 
-DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
+def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> Run:
+    """The run to train: resumed, or new from the options (data fetched and loaded)."""
+    with FetchView(con.log) as fetch:
+        if resume is not None:
+            run = resume_run(resume, resume_changes(opts), out, **fetch.hooks)
+            st = run.resume.train_state
+            con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
+        else:
+            settings, source, preset = new_settings(opts)
+            run = new_run(settings, source, out, name=preset, **fetch.hooks)
+    for note in run.corpus.notes:
+        con.log.print(f"[yellow]{note}[/]")
+    return run
 
 
-def start_run(given: dict, out: Path | None, fetch: FetchView) -> Run:
-    """A new run from the train command's options."""
-    where = {k: given.pop(k) for k in DATA_OPTIONS}
-    preset = given.pop("preset")
-    settings = resolve(preset, given)
-    return new_run(settings, data_source(settings.level, **where), out, name=preset, **fetch.hooks)
-
-
-@main.command()
+@main.command(epilog=presets_epilog())
 @options("preset", "level")
 @click.option(
     "--data",
@@ -357,7 +482,7 @@ def start_run(given: dict, out: Path | None, fetch: FetchView) -> Run:
     help="Directory with train.txt, "
     "valid.txt, test.txt (or ptb.*.txt). Default: PTB, downloaded on first use.",
 )
-@click.option("--train", type=click.Path(path_type=Path), help="Training text file.")
+@click.option("--train", type=click.Path(path_type=Path), help="Training text file (-: stdin).")
 @click.option(
     "--valid",
     type=click.Path(path_type=Path),
@@ -366,7 +491,7 @@ def start_run(given: dict, out: Path | None, fetch: FetchView) -> Run:
 @click.option("--test", type=click.Path(path_type=Path), help="Test text file.")
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
 @click.option("--min-count", type=Pos, show_default="1", help="Drop types seen fewer times.")
-@options(*MODEL, *STEP, *SCHEDULE)
+@options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -375,28 +500,32 @@ def start_run(given: dict, out: Path | None, fetch: FetchView) -> Run:
 @click.option(
     "--resume",
     type=click.Path(path_type=Path),
-    help="Continue a run: its directory or a checkpoint.",
+    help="Continue a run: its directory (its newest checkpoint) or a checkpoint.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print every setting and where it comes from, then exit."
 )
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, quiet, as_json, **given):
-    """Train a language model (PTB word level by default)."""
+def train(out, resume, dry_run, quiet, as_json, **opts):
+    """Train a language model (PTB word level by default). The defaults shown are the small
+    preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
-    with FetchView(con.log) as fetch:
-        if resume is not None:
-            run = resume_run(resume, resume_changes(given), out, **fetch.hooks)
-            st = run.resume.train_state
-            con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
-        else:
-            run = start_run(given, out, fetch)
-    for note in run.corpus.notes:
-        con.log.print(f"[yellow]{note}[/]")
+    if dry_run:
+        con.out.print(plan_table(opts, out, resume))
+        return
+    run = start(con, opts, out, resume)
     con.log.print(describe(run))
     view = TrainView(con, run, as_json)
     with stop_on_signal(con) as asked:
         try:
             run.fit(on_event=view, should_stop=asked)
+        except KeyboardInterrupt:
+            view.stop_bar()
+            con.err.print(f"aborted; {run.out} holds what was saved last: "
+                          f"lstm-lm train --resume {run.out}")  # fmt: skip
+            sys.exit(130)
         finally:
             view.stop_bar()
     if view.reason == "interrupted":
@@ -414,14 +543,14 @@ def warn_unknown(con: Consoles, vocab, unknown: list[str]) -> None:
         con.err.print(f"[yellow]warning: {len(unknown)} unknown {what}: {shown}[/]")
 
 
-@main.command("eval")
+@main.command("eval", epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option(
     "--file",
     "text_file",
     type=click.Path(path_type=Path),
-    help="Evaluate on this text file instead.",
+    help="Evaluate on this text file instead of a split (-: stdin).",
 )
 @click.option(
     "--batch-size", type=Pos, default=1, show_default=True, help="Streams (1: exact, >1: faster)."
@@ -433,7 +562,8 @@ def warn_unknown(con: Consoles, vocab, unknown: list[str]) -> None:
 def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
     con = Consoles()
-    c = checkpoint.load(ckpt)
+    refuse_together("split", "text_file", "--file evaluates that file instead of a split")
+    c = open_checkpoint(con, ckpt)
     if text_file is not None:
         ids, unknown = c.vocab.encode(read_text(text_file))
         warn_unknown(con, c.vocab, unknown)
@@ -451,64 +581,75 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     if as_json:
         con.out.print(json.dumps(result))
         return
-    table = Table(title=f"{ckpt}")
-    for col in ("split", "tokens", "nll (nats/token)", "perplexity") + ("bits/char",) * (
-        bpc is not None
-    ):
+    table = Table(title=str(checkpoint.resolve_path(ckpt)))
+    row = {"split": name, "tokens": f"{n:,}", "nll (nats/token)": f"{result['nll']:.4f}",
+           "perplexity": fmt_ppl(result["ppl"])}  # fmt: skip
+    if bpc is not None:
+        row["bits/char"] = f"{bpc:.4f}"
+    for col in row:
         table.add_column(col, justify="right")
-    table.add_row(
-        name,
-        f"{n:,}",
-        f"{result['nll']:.4f}",
-        f"{result['ppl']:,.2f}",
-        *([f"{bpc:.4f}"] if bpc is not None else []),
-    )
+    table.add_row(*row.values())
     con.out.print(table)
 
 
 # --- sample ------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.option("--seed-text", help="Text to prime the model with.")
 @click.option(
-    "--seed-file", type=click.Path(path_type=Path), help="Prime with the contents of a file."
+    "--seed-file",
+    type=click.Path(path_type=Path),
+    help="Prime with the contents of a file (-: stdin).",
 )
 @click.option(
     "--length",
     type=Pos,
-    help=f"Tokens to generate (default: {DEFAULT_LENGTH['char']} "
-    f"chars or {DEFAULT_LENGTH['word']} words).",
+    help=f"Tokens to generate (default: "
+    f"{DEFAULT_LENGTH['char']} chars or {DEFAULT_LENGTH['word']} words).",
 )
 @click.option("--temperature", type=Positive, default=1.0, show_default=True)
 @click.option("--top-k", type=Pos, help="Draw from the K most likely tokens only.")
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--num", type=Pos, default=1, show_default=True, help="Number of samples.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed, for a reproducible sample.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the samples to this file (with their separators) instead of stdout.",
+)
 @library_errors
-def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, seed):
+def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, seed, out):
     """Prime with text, then generate."""
     con = Consoles()
-    if seed_text is not None and seed_file is not None:
-        raise click.UsageError("give --seed-text or --seed-file, not both")
+    refuse_together("seed_text", "seed_file", "give the seed one way")
+    for option in ("top_k", "temperature"):
+        refuse_together("greedy", option, "--greedy always takes the most likely token")
     if seed_text is not None and not seed_text.strip():
         raise click.BadParameter("the seed text is empty", param_hint="--seed-text")
-    c = checkpoint.load(ckpt)
-    text = read_text(seed_file) if seed_file is not None else seed_text
-    seed_ids, unknown = encode_seed(c.vocab, text)
+    c = open_checkpoint(con, ckpt)
+    text = read_text(seed_file) if seed_file is not None else seed_text or ""
+    seed_ids, unknown = encode_seed(c.vocab, text or None)
     warn_unknown(con, c.vocab, unknown)
-    length = length or DEFAULT_LENGTH[c.vocab.level]
     rng = np.random.default_rng(seed)
+    samples = []  # with --out: written at the end, whole
     for k in range(num):
-        if num > 1:
-            con.log.print(f"[dim]--- sample {k + 1}[/]")
-        sys.stdout.write(text or "")
-        ids = generate(c.model, seed_ids, length, rng, temperature, top_k, greedy)
-        for piece in c.vocab.pieces(ids, line_start=not text or text.endswith("\n")):
+        header = [f"--- sample {k + 1}\n"] if num > 1 else []
+        ids = generate(c.model, seed_ids, length or DEFAULT_LENGTH[c.vocab.level], rng,
+                       temperature, top_k, greedy)  # fmt: skip
+        pieces = c.vocab.pieces(ids, line_start=not text or text.endswith("\n"))
+        if out:
+            samples += [*header, text, *pieces, "\n"]
+            continue
+        for line in header:
+            con.log.print(f"[dim]{line.strip()}[/]")
+        for piece in itertools.chain([text], pieces, ["\n"]):  # as it is generated
             sys.stdout.write(piece)
             sys.stdout.flush()
-        sys.stdout.write("\n")
+    if out:
+        checkpoint.write_atomic(out, "".join(samples).encode(), fix="choose another --out")
+        con.log.print(f"wrote {num} sample{'s' * (num > 1)} to {out}")
 
 
 # --- info --------------------------------------------------------------------------------
@@ -519,7 +660,7 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
     best, bpc = st["best_valid"], None
     if best is not None and np.isfinite(best):
         bpc = bits_per_char(best, vocab.level)
-        best = f"{perplexity(best):,.2f}" + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
+        best = fmt_ppl(perplexity(best)) + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
     data = c.meta["data"]
     return [
         (
@@ -553,24 +694,28 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
 
 
 def learning_curve(history: list[dict], width: int = 40) -> str:
-    """Valid perplexity by evaluation as horizontal bars, proportional to perplexity."""
+    """Valid perplexity by evaluation as horizontal bars spanning the range of the values
+    (the lowest a bar of one block, the highest one of `width`), under column headings."""
     ppl = [h["valid_ppl"] for h in history]
-    top = max(ppl)
+    lo, hi = min(ppl), max(ppl)
     bpc = all("valid_bpc" in h for h in history)
-    lines = ["valid perplexity" + (" (bits per character)" if bpc else "") + " by epoch"]
+    value = "valid ppl (bpc)" if bpc else "valid ppl"
+    scale = f"{fmt_ppl(lo)} .. {fmt_ppl(hi)}"
+    lines = [f"  {'epoch':>7}  {'step':>9}  {value:>18}  {scale}"]
     for h, p in zip(history, ppl):
-        value = f"{p:10,.2f}" + (f" ({h['valid_bpc']:.3f})" if bpc else "")
-        lines.append(f"  {h['epoch']:6.2f}  {value}  {'█' * max(1, round(width * p / top))}")
+        shown = fmt_ppl(p) + (f" ({h['valid_bpc']:.3f})" if bpc else "")
+        blocks = 1 + round((width - 1) * (p - lo) / (hi - lo)) if hi > lo else width
+        lines.append(f"  {h['epoch']:7.2f}  {h['step']:9,}  {shown:>18}  {'█' * blocks}")
     return "\n".join(lines)
 
 
-@main.command()
+@main.command(epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @library_errors
 def info(ckpt):
     """Configuration, size, progress and learning curve of a checkpoint."""
     con = Consoles()
-    c = checkpoint.load(ckpt)
+    c = open_checkpoint(con, ckpt)
     table = Table(title=str(checkpoint.resolve_path(ckpt)), show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -578,6 +723,7 @@ def info(ckpt):
         table.add_row(k, str(v))
     con.out.print(table)
     if c.train_state.get("history"):
+        con.out.print("learning curve: valid perplexity at each evaluation")
         con.out.print(learning_curve(c.train_state["history"]))
 
 
@@ -606,14 +752,7 @@ def info(ckpt):
 def gradcheck(cell, layers, hidden, bptt, dropout, input_dropout, seed, vocab_size):
     """Check the hand-written backward against numerical gradients (float64)."""
     con = Consoles()
-    config = ModelConfig(
-        vocab_size=vocab_size,
-        hidden=hidden,
-        layers=layers,
-        cell=cell,
-        dropout=dropout,
-        input_dropout=input_dropout,
-    )
+    config = usage_errors(ModelConfig, vocab_size, hidden, layers, cell, dropout, input_dropout)
     errors = check_gradients(config, bptt=bptt, seed=seed)
     table = Table(
         title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, "
@@ -652,7 +791,7 @@ def bench(vocab_size, repeats, literal, as_json, **settings):
     """Training and evaluation tokens/s of a configuration (default: the small preset, 2 x 200,
     B 20, T 20) on synthetic tokens."""
     con = Consoles()
-    resolved = resolve(settings.pop("preset"), settings)
+    resolved = usage_errors(resolve, settings.pop("preset"), settings)
     config = resolved.model_config(vocab_size or (50 if resolved.level == "char" else 10_000))
     tc = resolved.train
     con.log.print(

@@ -62,6 +62,7 @@ class TrainConfig:
     max_steps: int | None = None  # optimisation steps of the whole run, resumes included
     max_tokens: int | None = None  # training tokens of the whole run
     eval_every: int | None = None  # also evaluate every N steps
+    save_every: float = 5.0  # minutes between saves of last.npz (besides every evaluation); 0: off
 
     def __post_init__(self):
         for name in ("batch_size", "bptt", "epochs"):
@@ -76,6 +77,7 @@ class TrainConfig:
         for name in ("max_steps", "max_tokens", "eval_every"):
             v = getattr(self, name)
             _check(v is None or v >= 1, f"--{name.replace('_', '-')} must be at least 1")
+        _check(self.save_every >= 0, "--save-every must be >= 0")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of a 1-based epoch."""
@@ -83,7 +85,7 @@ class TrainConfig:
 
 
 # What `--resume` may change: how long the run goes on and how often it is evaluated.
-RESUMABLE = ("epochs", "max_steps", "max_tokens", "eval_every")
+RESUMABLE = ("epochs", "max_steps", "max_tokens", "eval_every", "save_every")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -117,38 +119,65 @@ PRESETS: dict[str, dict] = {
 }
 # fmt: on
 
-MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
-TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "vocab_size")
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 @dataclass(frozen=True)
 class Settings:
     """A resolved configuration: the preset it started from, the token level, the model's
-    fields (all but the vocabulary size, which the data decides) and the training config."""
+    fields (all but the vocabulary size, which the data decides), the training config, and
+    where each value came from (`origins`: "option", "preset NAME" or "default")."""
 
     preset: str
     level: str
     model: dict
     train: TrainConfig
+    origins: dict
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(vocab_size=vocab_size, **self.model)
 
+    def values(self) -> dict:
+        """Every setting by name (the model's defaults filled in), in declaration order."""
+        model = dataclasses.asdict(self.model_config(2))
+        del model["vocab_size"]
+        return {"level": self.level, **model, **dataclasses.asdict(self.train)}
+
 
 def resolve(preset: str | None = None, overrides: dict | None = None) -> Settings:
     """A preset's values updated by the given (non-None) overrides, all validated. Without a
-    preset: `char` for char level, else `small`."""
+    preset: `char` for char level, else `small`. A preset's value that does not apply to the
+    chosen optimiser or cell is dropped; the same value given as an option is refused."""
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     preset = preset or ("char" if given.get("level") == "char" else "small")
     if preset not in PRESETS:
         raise LMError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     merged = {**PRESETS[preset], **given}
+    origins = {k: "option" if k in given else f"preset {preset}" if k in merged else "default"
+               for k in ("level", *MODEL_FIELDS, *TRAIN_FIELDS)}  # fmt: skip
+    for name, applies, why in _ONLY_FOR:
+        if name in merged and not applies(merged):
+            if name in given:
+                raise LMError(why.format(**merged))
+            origins[name] = f"default (preset {preset}'s {merged.pop(name)} does not apply)"
     level = merged.pop("level", "word")
     _check(level in LEVELS, f"--level must be one of {', '.join(LEVELS)}")
-    unknown = set(merged) - MODEL_FIELDS - TRAIN_FIELDS
+    unknown = set(merged) - {*MODEL_FIELDS, *TRAIN_FIELDS}
     if unknown:
         raise LMError(f"unknown settings: {', '.join(sorted(unknown))}")
     model = {k: v for k, v in merged.items() if k in MODEL_FIELDS}
     ModelConfig(vocab_size=2, **model)  # validate now, before any data is loaded
     train = TrainConfig(**{k: v for k, v in merged.items() if k in TRAIN_FIELDS})
-    return Settings(preset, level, model, train)
+    return Settings(preset, level, model, train, origins)
+
+
+# Settings that mean something only with some others: (name, applies(merged), refusal).
+_ONLY_FOR = (
+    ("token_lr_scale", lambda m: m.get("optimizer", "sgd") == "sgd" or m["token_lr_scale"] == 1,
+     "--token-lr-scale multiplies the SGD learning rate; it does not go with --optimizer "
+     "{optimizer}"),
+    ("forget_bias", lambda m: "f" in CELL_TYPES[m.get("cell", "lstm")].gates
+     or m["forget_bias"] == 0,
+     "--forget-bias sets a forget gate's bias; --cell {cell} has no forget gate"),
+)  # fmt: skip

@@ -14,6 +14,7 @@ every checkpoint, so a resumed run or `eval` loads the same data again.
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ EOS = "<eos>"
 UNK = "<unk>"
 PTB_NAMES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 PLAIN_NAMES = ("train.txt", "valid.txt", "test.txt")
+STDIN = "-"  # a file name that means standard input
 VALID_FRACTION = 0.1  # of a lone train file, carved off its end for validation
 
 
@@ -140,25 +142,36 @@ class Corpus:
 
 
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file, or raise LMError naming the file and the fix."""
-    path = Path(path)
+    """Read a UTF-8 text file (`-`: standard input), or raise LMError naming the file and the
+    fix."""
+    name = "<stdin>" if str(path) == STDIN else str(path)
+    raw = _read_stdin() if str(path) == STDIN else _read_file(Path(path))
     try:
-        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LMError(
+            f"{name}: not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8"
+        ) from None
+    if not text.strip():
+        raise LMError(f"{name}: file is empty; give a file with some text")
+    return text
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
     except FileNotFoundError:
         raise LMError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:
         raise LMError(f"{path}: is a directory, expected a text file") from None
     except OSError as e:
         raise LMError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LMError(
-            f"{path}: not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8"
-        ) from None
-    if not text.strip():
-        raise LMError(f"{path}: file is empty; give a file with some text")
-    return text
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise LMError("'-' reads standard input, which is a terminal here; pipe the text in")
+    return sys.stdin.buffer.read()
 
 
 def _with_final_newline(text: str) -> str:
@@ -219,8 +232,10 @@ class DataSource:
         if self.train is None and (self.valid is not None or self.test is not None):
             raise LMError("--valid/--test need --train")
         for name in ("ptb_dir", "data_dir", "train", "valid", "test"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, str(Path(getattr(self, name)).absolute()))
+            path = getattr(self, name)
+            if path is not None:
+                path = str(path) if str(path) == STDIN else str(Path(path).absolute())
+                object.__setattr__(self, name, path)
 
     def load(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
         """Read (PTB: first fetch and verify, reporting through `log` and `progress`),
@@ -228,7 +243,8 @@ class DataSource:
         if self.ptb_dir is not None:
             fetch_ptb(self.ptb_dir, log=log, progress=progress)
         if self.train is not None:
-            files, ptb, name = (self.train, self.valid, self.test), False, Path(self.train).stem
+            name = "stdin" if self.train == STDIN else Path(self.train).stem
+            files, ptb = (self.train, self.valid, self.test), False
         else:
             d = Path(self.data_dir or self.ptb_dir)
             if not d.is_dir():

@@ -148,8 +148,9 @@ def fetch_ptb(
     log: Log | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    """Make sure `dest` holds the three verified PTB files, fetching what is missing or bad.
-    `mirror` defaults to the LSTM_LM_PTB_MIRROR environment variable, then the canonical URLs."""
+    """Make sure `dest` holds the three verified PTB files, fetching what is missing or bad
+    (and logging only that). `mirror` defaults to the LSTM_LM_PTB_MIRROR environment
+    variable, then the canonical URLs."""
     dest = Path(dest)
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     log = log or (lambda msg: None)
@@ -161,8 +162,7 @@ def fetch_ptb(
         path = dest / name
         if path.is_file():
             if sha256_file(path) == expected:
-                log(f"{path}: present, checksum verified")
-                continue
+                continue  # present and verified: nothing to say
             log(f"{path}: checksum mismatch, fetching it again")
         log(f"fetching {name} from {_source(mirror, name)}")
         fetch_file(name, dest, mirror, progress)

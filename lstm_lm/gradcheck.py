@@ -16,8 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lstm_lm.config import ModelConfig
+from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.model import LanguageModel, named_views
+from lstm_lm.train import check_memory
 
 EPS = 1e-3
 TOLERANCE = 1e-6  # largest relative error accepted
@@ -60,6 +61,7 @@ def check_gradients(
     config: ModelConfig, batch_size: int = 2, bptt: int = 4, seed: int = 0, samples: int = 30
 ) -> dict[str, float]:
     """Largest relative error per array name (and `state.l{k}.{j}` for initial states)."""
+    check_memory(config, TrainConfig(batch_size=batch_size, bptt=bptt, dtype="float64"))
     rng = np.random.default_rng(seed)
     model = LanguageModel.init(config, rng, "float64")
     for p in model.params.values():  # biases too, so no gradient is trivially symmetric

@@ -27,11 +27,11 @@ import numpy as np
 
 from lstm_lm import LMError, checkpoint
 from lstm_lm.checkpoint import BEST, LAST
-from lstm_lm.config import RESUMABLE, Settings, TrainConfig
-from lstm_lm.data import Corpus, DataSource, batchify, check_fits, num_windows, window
+from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
+from lstm_lm.data import STDIN, Corpus, DataSource, batchify, check_fits, num_windows, window
 from lstm_lm.download import Log, Progress
 from lstm_lm.losses import bits_per_char, perplexity
-from lstm_lm.model import LanguageModel, State
+from lstm_lm.model import LanguageModel, State, memory_estimate
 from lstm_lm.optim import OPTIMIZERS, SGD, clip_global_norm_
 
 METRICS = "metrics.jsonl"  # in a run directory: one JSON line per evaluation
@@ -53,6 +53,37 @@ def evaluate(
         total += nll
         count += y.size
     return total, count
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
+    """Refuse, with the figures, a configuration that cannot fit in memory."""
+    need = memory_estimate(config, tc.batch_size, tc.bptt, tc.optimizer, tc.dtype)
+    have = available_memory()
+    if have is not None and need > have:
+        raise LMError(
+            f"this model needs about {_size(need)} of memory to train ({config.layers} x "
+            f"{config.hidden}, vocab {config.vocab_size:,}, batch {tc.batch_size} x bptt "
+            f"{tc.bptt}) but {_size(have)} is available; use a smaller --hidden, --layers, "
+            "--batch-size or --bptt"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError
 
 
 class Step(NamedTuple):
@@ -110,6 +141,7 @@ class Event:
     metrics: dict | None = None  # "eval": the metrics.jsonl line
     reason: str = ""  # "end": finished | max-steps | max-tokens | interrupted
     windows: int = 0  # windows per epoch
+    total: int = 0  # steps the whole run will have taken when it ends (resumes included)
 
 
 class Diverged(LMError):
@@ -165,9 +197,10 @@ class Trainer:
         self.valid_batch = min(tc.batch_size, max(1, len(corpus.valid) // (tc.bptt + 1)))
         self.optimizer = OPTIMIZERS[tc.optimizer](model.params)
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
-        self.emit = on_event or (lambda e: None)
+        self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.st, self.hidden, self.since = TrainState(), model.init_state(tc.batch_size), _Since()
+        self.saved_at = time.monotonic()
         if resume is not None:
             self.st = TrainState(**resume.train_state)
             self.rng.bit_generator.state = self.st.rng
@@ -176,9 +209,12 @@ class Trainer:
                 self.hidden = resume.state
 
     def run(self, should_stop: Callable[[], bool]) -> TrainState:
+        """Train until the run is finished, stopped by max_steps / max_tokens, or asked to
+        stop; last.npz is saved at every evaluation, every `save_every` minutes and at the end,
+        so a crash loses at most the work since then."""
         st, tc = self.st, self.tc
         self._prepare_run_dir()
-        self.emit(Event("start", st, tc.lr_at(st.epoch), windows=self.windows))
+        self.emit("start", tc.lr_at(st.epoch))
         reason = self.stop_reason()
         while not reason:
             self.step()
@@ -188,17 +224,35 @@ class Trainer:
                 st.window = 0
                 self.hidden = self.model.init_state(tc.batch_size)
                 self.evaluate(lr)
-                self.emit(Event("epoch_end", st, lr, windows=self.windows))
-                self.save(LAST)
+                self.emit("epoch_end", lr)
             elif tc.eval_every and st.step % tc.eval_every == 0:
                 self.evaluate(tc.lr_at(st.epoch))
+            elif tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every:
+                self.save(LAST)
             reason = self.stop_reason() or ("interrupted" if should_stop() else "")
-        if self.since.tokens and st.window > 0:  # stopped mid-epoch: evaluate what was trained
+        if reason == "interrupted":  # save at once: the user is waiting
+            self.save(LAST)
+        elif self.since.tokens and st.window > 0:  # stopped mid-epoch: evaluate what was trained
             self.evaluate(tc.lr_at(st.epoch))
-        self.save(LAST)
-        lr = tc.lr_at(min(st.epoch, tc.epochs))
-        self.emit(Event("end", st, lr, reason=reason, windows=self.windows))
+        else:
+            self.save(LAST)
+        self.emit("end", tc.lr_at(min(st.epoch, tc.epochs)), reason=reason)
         return st
+
+    def emit(self, kind: str, lr: float, **fields) -> None:
+        self._emit(Event(kind, self.st, lr, windows=self.windows, total=self.total, **fields))
+
+    @property
+    def total(self) -> int:
+        """Steps the run will have taken when it ends."""
+        tc, total = self.tc, self.tc.epochs * self.windows
+        if tc.max_steps is not None:
+            total = min(total, tc.max_steps)
+        if tc.max_tokens is not None:
+            per_step = tc.batch_size * tc.bptt  # every window's but an epoch's last
+            left = -(-(tc.max_tokens - self.st.tokens) // per_step)
+            total = min(total, self.st.step + left)
+        return max(total, self.st.step)
 
     def step(self) -> None:
         """Train on the next window; stop the run if the loss or the gradient is not finite."""
@@ -221,10 +275,10 @@ class Trainer:
         self.since.loss += step.loss * x.size
         self.since.tokens += x.size
         self.since.seconds += dt
-        self.emit(Event("step", st, lr, loss=step.loss, windows=self.windows))
+        self.emit("step", lr, loss=step.loss)
 
     def evaluate(self, lr: float) -> None:
-        """Validation loss: a metrics line, best.npz when it is the best so far."""
+        """Validation loss: a metrics line; best.npz when it is the best so far; last.npz."""
         st, since = self.st, self.since
         t0 = time.perf_counter()
         nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, self.tc.bptt)
@@ -234,13 +288,12 @@ class Trainer:
                             self.windows)  # fmt: skip
         st.history.append(line)
         self.since = _Since()
-        if self.run_dir is not None:
-            with open(self.run_dir / METRICS, "a") as f:
-                f.write(json.dumps(line) + "\n")
+        self._write_metrics()
         if nll / n < st.best_valid:
             st.best_valid = nll / n
             self.save(BEST)
-        self.emit(Event("eval", st, lr, metrics=line, windows=self.windows))
+        self.save(LAST)
+        self.emit("eval", lr, metrics=line)
 
     def save(self, name: str) -> None:
         """Everything the next step depends on, as `name` in the run directory."""
@@ -251,6 +304,7 @@ class Trainer:
         state = self.hidden if st.window > 0 else None
         checkpoint.save(self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
                         self.corpus.source, self.optimizer.state_dict(), state)  # fmt: skip
+        self.saved_at = time.monotonic()
 
     def stop_reason(self) -> str:
         st, tc = self.st, self.tc
@@ -262,16 +316,25 @@ class Trainer:
             return "max-tokens"
         return ""
 
+    def _write_metrics(self) -> None:
+        """metrics.jsonl: the evaluations of the run so far (the checkpoints' history), whole
+        at every instant; rewritten, so a run resumed from an older checkpoint drops the
+        lines of the work it lost."""
+        if self.run_dir is not None:
+            lines = "".join(json.dumps(m) + "\n" for m in self.st.history)
+            checkpoint.write_atomic(self.run_dir / METRICS, lines.encode())
+
     def _prepare_run_dir(self) -> None:
         if self.run_dir is None:
             return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / METRICS).touch()
         except OSError as e:
             raise LMError(
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
+        checkpoint.remove_stale_temporaries(self.run_dir)
+        self._write_metrics()
 
 
 def fit(
@@ -331,23 +394,30 @@ def new_run(
     """Load the data, initialise the model from `settings.train.seed` and choose the run
     directory: `out`, or a fresh `runs/<name>` (default name: `ptb` or the data's name, with
     `-char` at char level). Refuses a directory that already holds a run."""
-    corpus = source.load(log, progress)
-    tc = settings.train
-    rng = np.random.default_rng(tc.seed)
-    model = LanguageModel.init(settings.model_config(len(corpus.vocab)), rng, tc.dtype)
-    if out is None:
-        name = name or ("ptb" if source.ptb_dir is not None else corpus.name)
-        out = _fresh_dir(f"{name}-char" if source.level == "char" and name != "char" else name)
-    out = Path(out)
+    out = Path(out) if out is not None else default_out(source, name)
     if (out / LAST).exists() or (out / BEST).exists():
         raise LMError(
             f"{out} already holds a run; continue it with --resume {out}, or choose another --out"
         )
+    corpus = source.load(log, progress)
+    tc = settings.train
+    rng = np.random.default_rng(tc.seed)
+    config = settings.model_config(len(corpus.vocab))
+    check_memory(config, tc)
+    model = LanguageModel.init(config, rng, tc.dtype)
     return Run(model, corpus, tc, out, rng)
 
 
-def _fresh_dir(name: str) -> Path:
-    """runs/<name>, or runs/<name>-2, -3, ... when that holds files already."""
+def default_out(source: DataSource, name: str | None = None) -> Path:
+    """runs/<name> (default name: `ptb`, the data directory's or file's name, or `stdin`; with
+    `-char` at char level), or runs/<name>-2, -3, ... when that holds files already."""
+    if name is None and source.ptb_dir is not None:
+        name = "ptb"
+    elif name is None:
+        d, f = source.data_dir, source.train
+        name = Path(d).name if d is not None else "stdin" if f == STDIN else Path(f).stem
+    if source.level == "char" and name != "char":
+        name += "-char"
     out, n = RUNS / name, 2
     while out.exists() and any(out.iterdir()):
         out, n = RUNS / f"{name}-{n}", n + 1
@@ -362,14 +432,22 @@ def resume_run(
     log: Log | None = None,
     progress: Progress | None = None,
 ) -> Run:
-    """Continue the run of a checkpoint or run directory (its last.npz) with its own
-    configuration and data; `changes` may set only the RESUMABLE fields."""
+    """Continue a run with its own configuration and data, from a checkpoint file or from a
+    run directory's newest checkpoint (after a crash best.npz can be ahead of last.npz).
+    `changes` may set only the RESUMABLE fields. With `out` another directory, the run's
+    best.npz is carried over, so that directory holds the whole run."""
     changes = changes or {}
     fixed = sorted(set(changes) - set(RESUMABLE))
     if fixed:
         raise LMError(f"a resumed run keeps its configuration; cannot change {', '.join(fixed)}")
-    ckpt = checkpoint.load(path, in_dir=LAST)
+    path = checkpoint.newest(path) if Path(path).is_dir() else Path(path)
+    ckpt = checkpoint.load(path)
     tc = dataclasses.replace(ckpt.train_config, **changes)
     corpus = ckpt.load_corpus(log, progress)
-    out = Path(out) if out is not None else checkpoint.resolve_path(path, LAST).parent
+    out = Path(out) if out is not None else path.parent
+    if out.resolve() != path.parent.resolve():
+        if (out / LAST).exists() or (out / BEST).exists():
+            raise LMError(f"{out} already holds a run; choose another --out")
+        if (path.parent / BEST).exists():
+            checkpoint.write_atomic(out / BEST, (path.parent / BEST).read_bytes())
     return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)

@@ -136,4 +136,4 @@ def test_cells_through_the_cli(cell, markov_corpus, tmp_path):
 
 def test_chrono_needs_janet():
     r = invoke("train", "--cell", "lstm", "--chrono", 50)
-    assert r.exit_code == 1 and "Error: --chrono needs --cell janet" in r.output
+    assert r.exit_code == 2 and "Error: --chrono needs --cell janet" in r.output

@@ -97,7 +97,7 @@ def test_info_shows_config_and_curve(tiny_run):
     assert r.exit_code == 0
     best = checkpoint.load(tiny_run).train_state["best_valid"]
     for text in ("lstm 1 x 16", "parameters", f"best valid ppl │ {np.exp(best):,.2f}",
-                 "adam lr 0.01", "step 60", "valid perplexity by epoch", "█"):  # fmt: skip
+                 "adam lr 0.01", "step 60", "learning curve: valid perplexity", "█"):  # fmt: skip
         assert text in r.stdout, text
 
 

@@ -58,9 +58,10 @@ def test_http_download_verifies_and_skips(ptb_dir, serve, tmp_path):
     fetch_ptb(dest, url, log=logs.append)
     assert is_verified(dest)
     assert sorted(p.name for p in dest.iterdir()) == sorted(NAMES)  # no temporary files left
+    assert [m.split(" from ")[0] for m in logs] == [f"fetching {n}" for n in NAMES]
     logs.clear()
     fetch_ptb(dest, url, log=logs.append)
-    assert all("present, checksum verified" in m for m in logs)
+    assert logs == []  # present and verified: nothing to say
 
 
 def test_corrupt_server_leaves_no_file(corrupt_copy, serve, tmp_path):

@@ -197,7 +197,7 @@ def test_char_level_own_text(tmp_path):
     assert json.loads(r.stdout)["bpc"] == pytest.approx(best / np.log(2), rel=1e-12)
     r = invoke("info", out)
     assert r.exit_code == 0, r.output
-    assert "valid perplexity (bits per character) by epoch" in r.output
+    assert "valid ppl (bpc)" in r.output
     assert f"{np.exp(best):,.2f} ({best / np.log(2):.3f} bpc)" in r.output
     r = invoke("sample", out, "--seed-text", "the qu€ick", "--length", 10, "--seed", 0)
     assert r.exit_code == 0
