@@ -191,11 +191,14 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
         raise LMError(f"{path}: an .npz, but not an lstm-lm checkpoint (no 'meta' entry)")
     try:
         meta = json.loads(str(arrays.pop("meta")))
-        ok = isinstance(meta, dict) and meta.get("format") == FORMAT
-        ok = ok and isinstance(meta.get("version", 0), int)
     except ValueError as e:
         raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
-    if not ok:
+    return _check_meta(path, meta)
+
+
+def _check_meta(path: Path, meta) -> dict:
+    ok = isinstance(meta, dict) and meta.get("format") == FORMAT
+    if not (ok and isinstance(meta.get("version", 0), int)):
         raise LMError(
             f"{path}: not an lstm-lm checkpoint (bad header: wrong format tag or version)"
         )
@@ -207,11 +210,18 @@ def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
 
 
 def load(path: str | Path, dtype=None) -> Checkpoint:
-    """Read and validate a checkpoint (a file, or a run directory: see resolve_path); every
-    problem is an LMError naming the file."""
+    """Read and validate a checkpoint (a file, or a run directory: see resolve_path), or a
+    model exported to .safetensors (lstm_lm.export); every problem is an LMError naming the
+    file."""
     path = resolve_path(path)
-    arrays = _read_arrays(path)
-    meta = _read_meta(path, arrays)
+    if path.suffix == ".safetensors":
+        from lstm_lm import export  # an optional extra: imported only for such files
+
+        arrays, meta = export.read(path)
+        meta = _check_meta(path, meta)
+    else:
+        arrays = _read_arrays(path)
+        meta = _read_meta(path, arrays)
     try:
         config = ModelConfig(**meta["config"])
         vocab = Vocab.from_json(meta["vocab"])

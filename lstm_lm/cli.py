@@ -13,6 +13,7 @@ import errno
 import functools
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -42,10 +43,12 @@ from lstm_lm.cells import CELL_TYPES
 from lstm_lm.config import DTYPES, LEVELS, PRESETS, RESUMABLE, ModelConfig, Settings, resolve
 from lstm_lm.data import DataSource, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
+from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
+from lstm_lm.score import LineScore, score_lines, split_lines
 from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run
 
 Pos = click.IntRange(min=1)
@@ -611,6 +614,11 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
 )
 @click.option("--temperature", type=Positive, default=1.0, show_default=True)
 @click.option("--top-k", type=Pos, help="Draw from the K most likely tokens only.")
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Draw from the smallest set of most likely tokens whose probability reaches P (nucleus).",
+)
 @click.option("--greedy", is_flag=True, help="Always take the most likely token.")
 @click.option("--num", type=Pos, default=1, show_default=True, help="Number of samples.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed, for a reproducible sample.")
@@ -620,11 +628,11 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     help="Write the samples to this file (with their separators) instead of stdout.",
 )
 @library_errors
-def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, seed, out):
+def sample(ckpt, seed_text, seed_file, length, temperature, top_k, top_p, greedy, num, seed, out):
     """Prime with text, then generate."""
     con = Consoles()
     refuse_together("seed_text", "seed_file", "give the seed one way")
-    for option in ("top_k", "temperature"):
+    for option in ("top_k", "top_p", "temperature"):
         refuse_together("greedy", option, "--greedy always takes the most likely token")
     if seed_text is not None and not seed_text.strip():
         raise click.BadParameter("the seed text is empty", param_hint="--seed-text")
@@ -637,7 +645,7 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, 
     for k in range(num):
         header = [f"--- sample {k + 1}\n"] if num > 1 else []
         ids = generate(c.model, seed_ids, length or DEFAULT_LENGTH[c.vocab.level], rng,
-                       temperature, top_k, greedy)  # fmt: skip
+                       temperature, top_k, greedy, top_p)  # fmt: skip
         pieces = c.vocab.pieces(ids, line_start=not text or text.endswith("\n"))
         if out:
             samples += [*header, text, *pieces, "\n"]
@@ -650,6 +658,77 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, greedy, num, 
     if out:
         checkpoint.write_atomic(out, "".join(samples).encode(), fix="choose another --out")
         con.log.print(f"wrote {num} sample{'s' * (num > 1)} to {out}")
+
+
+# --- score and export ---------------------------------------------------------------------
+
+
+def score_line(s: LineScore, log10: bool, as_json: bool, per_token: bool) -> str:
+    """One output line: tab-separated log-probability, tokens, perplexity, text (then the
+    token log-probabilities), or a JSON object."""
+    base = math.log(10) if log10 else 1.0
+    if as_json:
+        obj = {"line": s.text, "tokens": s.tokens, "logprob": s.logprob / base, "ppl": s.ppl,
+               "unknown": s.unknown}  # fmt: skip
+        if per_token:
+            obj["token_logprobs"] = (s.token_logprobs / base).tolist()
+        return json.dumps(obj)
+    fields = [f"{s.logprob / base:.6f}", str(s.tokens), f"{s.ppl:.4f}", s.text]
+    if per_token:
+        fields.append(" ".join(f"{lp:.6f}" for lp in s.token_logprobs / base))
+    return "\t".join(fields)
+
+
+@main.command(epilog=CKPT_HELP)
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--log10", is_flag=True, help="Base-10 log-probabilities (as rescoring takes them).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One JSON object per line: {"line", "tokens", "logprob", "ppl", "unknown"}.',
+)
+@click.option("--per-token", is_flag=True, help="Add each token's log-probability.")
+@click.option(
+    "--batch-size",
+    type=Pos,
+    default=64,
+    show_default=True,
+    help="Lines scored together (of similar lengths).",
+)
+@library_errors
+def score(ckpt, file, log10, as_json, per_token, batch_size):
+    """Score each line of FILE (-: stdin) as a sentence: one output line per input line, in
+    order, with its log-probability (natural log), tokens scored (its closing <eos>
+    included), perplexity and text, tab-separated. A summary goes to stderr."""
+    con = Consoles()
+    c = open_checkpoint(con, ckpt)
+    lines = split_lines(read_text(file))
+    scores = score_lines(c.model, c.vocab, lines, batch_size, c.train_config.bptt)
+    for s in scores:  # plain writes: a line of text is not markup
+        sys.stdout.write(score_line(s, log10, as_json, per_token) + "\n")
+    tokens = sum(s.tokens for s in scores)
+    unknown = sorted({u for s in scores for u in s.unknown})
+    con.log.print(f"{len(scores):,} lines, {tokens:,} tokens, perplexity "
+                  f"{fmt_ppl(perplexity(-sum(s.logprob for s in scores) / tokens))}"
+                  + (f"; {len(unknown):,} unknown types" if unknown else ""))  # fmt: skip
+
+
+@main.command("export", epilog=CKPT_HELP)
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@library_errors
+def export_cmd(ckpt, out):
+    """Write the model of CKPT to OUT.safetensors for other frameworks: the parameters by
+    their contract names, the configuration and vocabulary in the metadata. eval, sample,
+    score and info read such a file too. Needs the export extra (pip install "lstm-lm[export]")."""
+    con = Consoles()
+    if out.suffix != ".safetensors":
+        raise click.BadParameter(f"{out} does not end in .safetensors", param_hint="OUT")
+    c = open_checkpoint(con, ckpt)
+    export(c, out)
+    con.log.print(f"wrote {out}: {c.model.num_params():,} parameters, {len(c.vocab):,} types")
 
 
 # --- info --------------------------------------------------------------------------------

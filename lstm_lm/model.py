@@ -258,10 +258,20 @@ class LanguageModel:
     def nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[float, State]:
         """Evaluation (no dropout, no gradients): summed NLL over the window's B*T targets
         (nats, float64) and the final state."""
+        nll, final = self._nll(x, y, state)
+        return float(nll.sum()), final
+
+    def token_nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """Evaluation per target: NLL (B, T) float64 (nats) and the final state."""
+        nll, final = self._nll(x, y, state)
+        return nll.reshape(x.shape[1], x.shape[0]).T, final
+
+    def _nll(self, x, y, state) -> tuple[np.ndarray, State]:
+        """NLL of each target, time-major (T * B,), and the final state."""
         top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
         B, T = x.shape
         logits = self._output(top.reshape(B * T, -1))
-        return float(self.threads.softmax_cross_entropy_(logits, y.T.ravel(), None).sum()), final
+        return self.threads.softmax_cross_entropy_(logits, y.T.ravel(), None), final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""

@@ -1,7 +1,8 @@
 """Generating text: prime the state with a seed, then draw one token at a time.
 
-Draws use temperature (logits / T), optional top-k truncation, or greedy argmax; the
-randomness comes from the caller's numpy Generator, so a seed reproduces a sample.
+Draws use temperature (logits / T), optional top-k and top-p (nucleus) truncation, or
+greedy argmax; the randomness comes from the caller's numpy Generator, so a seed reproduces
+a sample.
 """
 
 from __future__ import annotations
@@ -45,15 +46,24 @@ def draw(
     rng: np.random.Generator,
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     greedy: bool = False,
 ) -> int:
-    """One token id from logits (V,)."""
+    """One token id from logits (V,): logits / temperature, then only the top_k most likely
+    tokens, then only the smallest set of most likely tokens whose probability reaches top_p
+    (nucleus sampling, Holtzman et al. 2020); or the most likely token."""
     if greedy:
         return int(np.argmax(logits))
     z = logits / temperature
     if top_k is not None and top_k < len(z):
         cut = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cut, z, -np.inf)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-z, kind="stable")
+        p = np.exp(z[order] - z[order[0]])
+        keep = np.searchsorted(np.cumsum(p), top_p * p.sum()) + 1  # the nucleus: order[:keep]
+        z = z.copy()
+        z[order[keep:]] = -np.inf
     p = np.exp(z - z.max())
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(z) - 1))
@@ -67,15 +77,18 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     greedy: bool = False,
+    top_p: float | None = None,
 ) -> Iterator[int]:
-    """Yield `length` token ids following the seed."""
+    """Yield `length` token ids following the seed (drawn as `draw` says)."""
     if temperature <= 0:
         raise LMError("temperature must be positive")
     if top_k is not None and top_k < 1:
         raise LMError("top-k must be at least 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise LMError("top-p must be in (0, 1]")
     logits, state = prime(model, np.asarray(seed_ids))
     for _ in range(length):
-        tok = draw(logits, rng, temperature, top_k, greedy)
+        tok = draw(logits, rng, temperature, top_k, top_p, greedy)
         yield tok
         logits, state = model.step(np.array([tok]), state)
         logits = logits[0]

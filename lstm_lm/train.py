@@ -442,6 +442,9 @@ def resume_run(
         raise LMError(f"a resumed run keeps its configuration; cannot change {', '.join(fixed)}")
     path = checkpoint.newest(path) if Path(path).is_dir() else Path(path)
     ckpt = checkpoint.load(path)
+    if "rng" not in ckpt.train_state:
+        raise LMError(f"{path}: an exported model holds no training state; resume from the "
+                      "run's last.npz or best.npz")  # fmt: skip
     tc = dataclasses.replace(ckpt.train_config, **changes)
     corpus = ckpt.load_corpus(log, progress)
     out = Path(out) if out is not None else path.parent

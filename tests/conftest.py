@@ -87,6 +87,19 @@ def markov_corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def markov_chain_run(tmp_path_factory, markov_corpus):
+    """A model trained on the Markov corpus until it knows the chain (a few seconds): the
+    known-answer model, and the chain's transition matrix P (rows and columns: a, b, ...)."""
+    data, _ = markov_corpus
+    out = tmp_path_factory.mktemp("run") / "markov"
+    opts = "--layers 1 --hidden 32 --batch-size 16 --bptt 20 --epochs 2 --decay-after 1 --quiet"
+    r = CliRunner().invoke(main, ["train", "--data", str(data), *opts.split(), "--optimizer",
+                                  "adam", "--lr", "0.01", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return out, markov_chain(6, seed=3)[0]
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, markov_corpus):
     """A small word-level run on the Markov corpus (a few seconds)."""
     data, _ = markov_corpus

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -44,3 +46,22 @@ def test_train_on_your_text(tmp_path):
     )
     assert "valid" in out and "bpc" in out
     assert re.search(r"--- sample \(seed 'the ', temperature 0.8\) ---\nthe ", out)
+
+
+def test_load_in_pytorch(markov_chain_run, tmp_path):
+    """Where PyTorch is installed (never a dependency): the exported model evaluated in
+    PyTorch gives lstm-lm eval's perplexity."""
+    pytest.importorskip("torch")
+    import json
+
+    from click.testing import CliRunner
+
+    from lstm_lm.cli import main
+
+    out, _ = markov_chain_run
+    f = tmp_path / "m.safetensors"
+    assert CliRunner().invoke(main, ["export", str(out), str(f)]).exit_code == 0
+    ours = json.loads(CliRunner().invoke(main, ["eval", str(f), "--json"]).stdout)
+    theirs = json.loads(run("load_in_pytorch.py", f))
+    assert theirs["tokens"] == ours["tokens"]
+    assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4

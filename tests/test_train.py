@@ -25,15 +25,10 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_learns_a_markov_chain_to_its_true_perplexity(markov_corpus, tmp_path):
+def test_learns_a_markov_chain_to_its_true_perplexity(markov_corpus, markov_chain_run):
     """A corpus drawn from a random order-1 chain: held-out perplexity within 5% of exp(H)."""
-    data, true_ppl = markov_corpus
-    out = tmp_path / "run"
-    opts = "--layers 1 --hidden 32 --batch-size 16 --bptt 20 --epochs 2 --decay-after 1 --quiet"
-    r = invoke(
-        "train", "--data", data, *opts.split(), "--optimizer", "adam", "--lr", 0.01, "--out", out
-    )
-    assert r.exit_code == 0, r.output
+    _, true_ppl = markov_corpus
+    out, _ = markov_chain_run
     r = invoke("eval", out, "--json")
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)

@@ -1,0 +1,78 @@
+"""Scoring text line by line, as speech and translation systems rescore their candidates.
+
+Each line is a sentence on its own: from a fresh state fed the sentence boundary (`<eos>`,
+what precedes every line of PTB; at plain char level the line break), the targets are the
+line's tokens and its closing boundary. Lines are sorted by length and scored in batches of
+similar lengths, each batch padded at the end (padding after a line's last target cannot
+change its scores, and is masked out); a line longer than a window is carried over windows.
+
+N lines; B lines per batch; L the longest line of a batch plus its boundary; T window steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lstm_lm import LMError
+from lstm_lm.data import EOS, Vocab
+from lstm_lm.model import LanguageModel
+
+
+@dataclass
+class LineScore:
+    text: str
+    logprob: float  # natural log, summed over the targets
+    token_logprobs: np.ndarray  # (tokens,) each target's, the closing boundary last
+    unknown: list[str]  # words (characters) of the line missing from the vocabulary
+
+    @property
+    def tokens(self) -> int:
+        return len(self.token_logprobs)
+
+    @property
+    def ppl(self) -> float:
+        return math.exp(-self.logprob / self.tokens)
+
+
+def boundary(vocab: Vocab) -> int:
+    """Id of the token between lines: `<eos>`, or the line break at plain char level."""
+    token = "\n" if vocab.level == "char" and not vocab.ptb_chars else EOS
+    if token not in vocab.stoi:
+        raise LMError("the model's vocabulary has no line break or <eos>; it cannot score lines")
+    return vocab.stoi[token]
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of a text; a final line break does not start another line."""
+    lines = text.split("\n")
+    return lines[:-1] if text.endswith("\n") else lines
+
+
+def score_lines(
+    model: LanguageModel, vocab: Vocab, lines: list[str], batch_size: int = 64, bptt: int = 35
+) -> list[LineScore]:
+    """Log-probabilities of each line as a sentence (see the module docstring), in order."""
+    eos = boundary(vocab)
+    encoded = [vocab.encode(line) for line in lines]
+    seqs = [np.concatenate([[eos], ids, [eos]]).astype(np.int32) for ids, _ in encoded]
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    logprobs: list[np.ndarray | None] = [None] * len(lines)
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        L = max(len(seqs[i]) for i in batch) - 1
+        x = np.full((len(batch), L), eos, np.int32)  # (B, L) inputs, padded at the end
+        y = np.full((len(batch), L), eos, np.int32)  # (B, L) targets
+        for row, i in enumerate(batch):
+            x[row, : len(seqs[i]) - 1], y[row, : len(seqs[i]) - 1] = seqs[i][:-1], seqs[i][1:]
+        nll, state = np.empty((len(batch), L)), model.init_state(len(batch))
+        for t in range(0, L, bptt):
+            nll[:, t : t + bptt], state = model.token_nll(
+                x[:, t : t + bptt], y[:, t : t + bptt], state
+            )
+        for row, i in enumerate(batch):
+            logprobs[i] = -nll[row, : len(seqs[i]) - 1]
+    return [LineScore(line, float(lp.sum()), lp, unknown)
+            for line, lp, (_, unknown) in zip(lines, logprobs, encoded)]  # fmt: skip
