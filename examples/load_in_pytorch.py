@@ -24,7 +24,7 @@ TORCH_GATES = "ifco"  # nn.LSTM's blocks: input, forget, cell (g), output; lstm-
 
 def load(path: str):
     with safe_open(path, framework="pt") as f:
-        W = {k: f.get_tensor(k).double() for k in f.keys()}
+        W = {k: f.get_tensor(k) for k in f.keys()}  # float32, as trained
         meta = {k: json.loads(v) for k, v in f.metadata().items()}
     config, vocab = meta["config"], meta["vocab"]
     assert config["cell"] == "lstm", "this example builds LSTMs"
@@ -33,9 +33,9 @@ def load(path: str):
     def blocks(k, rows):  # lstm-lm's W{g} (H + D, H), rows [h; x] -> nn.LSTM's (4H, D)
         return torch.cat([W[f"l{k}.W{g}"][rows].T for g in TORCH_GATES])
 
-    embedding = torch.nn.Embedding(V, 4 * H).double()
-    lstm = torch.nn.LSTM(4 * H, H, num_layers=L).double()
-    readout = torch.nn.Linear(H, V).double()
+    embedding = torch.nn.Embedding(V, 4 * H)
+    lstm = torch.nn.LSTM(4 * H, H, num_layers=L)
+    readout = torch.nn.Linear(H, V)
     with torch.no_grad():
         embedding.weight.copy_(blocks(0, slice(H, None)).T)  # (V, 4H): each token's gate inputs
         for k in range(L):

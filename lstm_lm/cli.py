@@ -13,7 +13,6 @@ import errno
 import functools
 import itertools
 import json
-import math
 import os
 import signal
 import sys
@@ -24,16 +23,6 @@ from pathlib import Path
 import click
 import numpy as np
 from click.core import ParameterSource
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from lstm_lm import LMError, __version__, checkpoint
@@ -48,22 +37,27 @@ from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
-from lstm_lm.score import LineScore, score_lines, split_lines
+from lstm_lm.score import score_lines, split_lines
 from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run
+from lstm_lm.views import (
+    Consoles,
+    FetchView,
+    TrainView,
+    bench_table,
+    describe,
+    eval_table,
+    fmt_ppl,
+    gradcheck_table,
+    info_rows,
+    learning_curve,
+    score_line,
+    settings_table,
+    warn_unknown,
+)
 
 Pos = click.IntRange(min=1)
 Prob = click.FloatRange(0, 1, max_open=True)
 Positive = click.FloatRange(min=0, min_open=True)
-
-
-class Consoles:
-    """Results to stdout; progress to stderr (silent with --quiet); errors and closing
-    lines to stderr always. No wrapping: a line stays a line in a log file."""
-
-    def __init__(self, quiet: bool = False):
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.log = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def library_errors(fn):
@@ -127,12 +121,8 @@ def refuse_together(first: str, second: str, why: str) -> None:
         raise click.UsageError(f"{flag[first]} does not go with {flag[second]}: {why}")
 
 
-def fmt_ppl(ppl: float) -> str:
-    return f"{ppl:,.2f}" if ppl < 1e6 else f"{ppl:.3g}"
-
-
-CKPT_HELP = ("CKPT is a checkpoint (.npz) or a run directory, which means its best.npz "
-             "(or last.npz where there is no best.npz).")  # fmt: skip
+CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run directory, "
+             "which means its best.npz (or last.npz where there is none).")  # fmt: skip
 
 
 def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
@@ -241,33 +231,6 @@ def main():
 # --- download ----------------------------------------------------------------------------
 
 
-class FetchView(contextlib.AbstractContextManager):
-    """Renders a PTB fetch: its log lines, and a progress bar once bytes flow."""
-
-    def __init__(self, console: Console):
-        self.console, self.tasks = console, {}
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.hooks = {"log": console.print, "progress": self.progress}
-
-    def progress(self, name: str, done: int, total: int | None) -> None:
-        if not self.tasks:
-            self.bar.start()  # only once something is fetched: nothing to draw otherwise
-        if name not in self.tasks:
-            self.tasks[name] = self.bar.add_task(name, total=total)
-        self.bar.update(self.tasks[name], completed=done)
-
-    def __exit__(self, *exc):
-        if self.tasks:
-            self.bar.stop()
-
-
 @main.command()
 @click.option(
     "--dest",
@@ -292,83 +255,6 @@ def download(dest, mirror):
 
 
 # --- train -------------------------------------------------------------------------------
-
-
-class TrainView:
-    """Renders training events: one progress bar for the whole run, a line per evaluation, a
-    sample at each epoch end, and the summary at the end."""
-
-    def __init__(self, con: Consoles, run: Run, as_json: bool):
-        self.con, self.run, self.as_json = con, run, as_json
-        self.rng = np.random.default_rng(run.config.seed + 1)  # for the epoch-end samples
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                            console=con.log, transient=True)  # fmt: skip
-        self.task, self.reason = None, ""
-
-    def __call__(self, ev):
-        getattr(self, f"on_{ev.kind}", lambda ev: None)(ev)
-
-    def on_step(self, ev):
-        st = ev.state
-        if self.task is None:
-            self.bar.start()
-            self.task = self.bar.add_task("", total=ev.total, completed=st.step - 1, info="")
-        info = (f"loss {ev.loss:.3f}  ppl {fmt_ppl(perplexity(ev.loss))}  lr {ev.lr:.3g}  "
-                f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s")  # fmt: skip
-        epoch = f"epoch {st.epoch}/{self.run.config.epochs}"
-        self.bar.update(self.task, completed=st.step, total=ev.total, description=epoch, info=info)
-
-    def on_eval(self, ev):
-        m = ev.metrics
-        if self.as_json:
-            self.con.out.print(json.dumps(m))
-        bpc = f"  valid bpc {m['valid_bpc']:.3f}" if "valid_bpc" in m else ""
-        self.con.log.print(
-            f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {fmt_ppl(m['train_ppl'])}  "
-            f"valid ppl {fmt_ppl(m['valid_ppl'])}{bpc}  lr {m['lr']:.3g}  "
-            f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min"
-        )
-
-    def on_epoch_end(self, ev):
-        vocab = self.run.corpus.vocab
-        seed, _ = encode_seed(vocab, None)
-        ids = generate(self.run.model, seed, DEFAULT_LENGTH[vocab.level], self.rng)
-        self.con.log.print(f"[dim]sample: {vocab.decode(list(ids)).strip()}[/]")
-
-    def on_end(self, ev):
-        self.stop_bar()
-        self.reason, st = ev.reason, ev.state
-        if st.history:
-            self.con.log.print(summary_table(st.history, st.best_valid))
-        bpc = bits_per_char(st.best_valid, self.run.corpus.vocab.level) if st.history else None
-        self.con.err.print(
-            f"{'stopped' if self.reason == 'interrupted' else 'done'}: step {st.step:,}, "
-            f"best valid ppl {fmt_ppl(perplexity(st.best_valid)) if st.history else '-'}"
-            + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
-            + f", {st.elapsed / 60:.1f} min; checkpoints in {self.run.out}"
-        )
-
-    def stop_bar(self):
-        if self.task is not None:
-            self.bar.remove_task(self.task)
-            self.bar.stop()
-            self.task = None
-
-
-def summary_table(history: list[dict], best_valid: float) -> Table:
-    """A row per evaluation; the best (the one in best.npz) marked."""
-    char = all("valid_bpc" in m for m in history)
-    table = Table(title="training summary", caption="* best.npz")
-    for col in ("", "epoch", "step", "train ppl", "valid ppl", *["valid bpc"] * char, "tok/s"):
-        table.add_column(col, justify="right")
-    for m in history:
-        best = "*" if m["valid_loss"] == best_valid else ""
-        bpc = [f"{m['valid_bpc']:.3f}"] if char else []
-        table.add_row(best, f"{m['epoch']:.2f}", f"{m['step']:,}", fmt_ppl(m["train_ppl"]),
-                      fmt_ppl(m["valid_ppl"]), *bpc, f"{m['tokens_per_s']:,.0f}",
-                      style="bold" if best else None)  # fmt: skip
-    return table
 
 
 @contextlib.contextmanager
@@ -424,11 +310,8 @@ def new_settings(opts: dict) -> tuple[Settings, DataSource, str | None]:
     return settings, data_source(settings.level, **where), preset
 
 
-def plan_table(opts: dict, out: Path | None, resume: Path | None) -> Table:
+def plan(opts: dict, out: Path | None, resume: Path | None) -> tuple[dict, dict]:
     """Every setting of the run that train would start, and where its value comes from."""
-    table = Table(title="lstm-lm train --dry-run: nothing was loaded or written")
-    for col in ("setting", "value", "from"):
-        table.add_column(col)
     out_origin = "option" if out is not None else "default"
     if resume is None:
         settings, source, preset = new_settings(opts)
@@ -442,24 +325,12 @@ def plan_table(opts: dict, out: Path | None, resume: Path | None) -> Table:
         values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
         origins = {k: "option" if k in changes else f"the run ({path})" for k in values}
         source, out = DataSource.from_json(c.meta["data"]), out or path.parent
-    for k, v in values.items():
-        table.add_row(k.replace("_", "-"), str(v), origins[k])
-    where = source.ptb_dir and f"PTB in {source.ptb_dir}" or source.data_dir or source.train
-    table.add_row("data", str(where), "option" if source.ptb_dir is None else "default")
-    table.add_row("out", str(out), out_origin)
-    return table
-
-
-def describe(run: Run) -> str:
-    c, tc = run.model.config, run.config
-    return (
-        f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, "
-        f"{run.model.num_params():,} parameters; {len(run.corpus.train):,} training tokens; "
-        f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}, "
-        f"dropout {c.dropout:g}"
-        + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "")
-        + f" -> {run.out}"
-    )
+    if source.ptb_dir is not None:
+        values["data"], origins["data"] = f"PTB in {source.ptb_dir}", "default"
+    else:
+        values["data"], origins["data"] = source.data_dir or source.train, "option"
+    values["out"], origins["out"] = out, out_origin
+    return values, origins
 
 
 def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> Run:
@@ -516,7 +387,7 @@ def train(out, resume, dry_run, quiet, as_json, **opts):
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
     if dry_run:
-        con.out.print(plan_table(opts, out, resume))
+        con.out.print(settings_table(*plan(opts, out, resume)))
         return
     run = start(con, opts, out, resume)
     con.log.print(describe(run))
@@ -537,13 +408,6 @@ def train(out, resume, dry_run, quiet, as_json, **opts):
 
 
 # --- eval --------------------------------------------------------------------------------
-
-
-def warn_unknown(con: Consoles, vocab, unknown: list[str]) -> None:
-    if unknown:
-        what = "words map to <unk>" if "<unk>" in vocab.stoi else "tokens are skipped"
-        shown = ", ".join(repr(u) for u in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        con.err.print(f"[yellow]warning: {len(unknown)} unknown {what}: {shown}[/]")
 
 
 @main.command("eval", epilog=CKPT_HELP)
@@ -584,15 +448,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
     if as_json:
         con.out.print(json.dumps(result))
         return
-    table = Table(title=str(checkpoint.resolve_path(ckpt)))
-    row = {"split": name, "tokens": f"{n:,}", "nll (nats/token)": f"{result['nll']:.4f}",
-           "perplexity": fmt_ppl(result["ppl"])}  # fmt: skip
-    if bpc is not None:
-        row["bits/char"] = f"{bpc:.4f}"
-    for col in row:
-        table.add_column(col, justify="right")
-    table.add_row(*row.values())
-    con.out.print(table)
+    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result))
 
 
 # --- sample ------------------------------------------------------------------------------
@@ -663,22 +519,6 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, top_p, greedy
 # --- score and export ---------------------------------------------------------------------
 
 
-def score_line(s: LineScore, log10: bool, as_json: bool, per_token: bool) -> str:
-    """One output line: tab-separated log-probability, tokens, perplexity, text (then the
-    token log-probabilities), or a JSON object."""
-    base = math.log(10) if log10 else 1.0
-    if as_json:
-        obj = {"line": s.text, "tokens": s.tokens, "logprob": s.logprob / base, "ppl": s.ppl,
-               "unknown": s.unknown}  # fmt: skip
-        if per_token:
-            obj["token_logprobs"] = (s.token_logprobs / base).tolist()
-        return json.dumps(obj)
-    fields = [f"{s.logprob / base:.6f}", str(s.tokens), f"{s.ppl:.4f}", s.text]
-    if per_token:
-        fields.append(" ".join(f"{lp:.6f}" for lp in s.token_logprobs / base))
-    return "\t".join(fields)
-
-
 @main.command(epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.argument("file", type=click.Path(path_type=Path))
@@ -734,60 +574,6 @@ def export_cmd(ckpt, out):
 # --- info --------------------------------------------------------------------------------
 
 
-def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
-    st, m, tc, vocab = c.train_state, c.model.config, c.train_config, c.vocab
-    best, bpc = st["best_valid"], None
-    if best is not None and np.isfinite(best):
-        bpc = bits_per_char(best, vocab.level)
-        best = fmt_ppl(perplexity(best)) + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
-    data = c.meta["data"]
-    return [
-        (
-            "model",
-            f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
-            + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "")
-            + f", init ±{m.init_scale:g}"
-            + (f", forget bias {m.forget_bias:g}" if m.forget_bias else ""),
-        ),
-        (
-            "vocabulary",
-            f"{len(vocab):,} ({vocab.level} level" + (", PTB chars)" if vocab.ptb_chars else ")"),
-        ),
-        ("parameters", f"{c.model.num_params():,}"),
-        (
-            "training",
-            f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
-            f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, "
-            f"seed {tc.seed}"
-            + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else ""),
-        ),
-        (
-            "progress",
-            f"step {st['step']:,}, {st['epoch'] - 1} of {tc.epochs} epochs done"
-            + (f" and {st['window']:,} windows" if st["window"] else "")
-            + f", {st['tokens']:,} tokens, {st['elapsed'] / 60:.1f} min",
-        ),
-        ("best valid ppl", best if isinstance(best, str) else "-"),
-        ("data", data.get("dir") or data.get("train") or data.get("data")),
-    ]
-
-
-def learning_curve(history: list[dict], width: int = 40) -> str:
-    """Valid perplexity by evaluation as horizontal bars spanning the range of the values
-    (the lowest a bar of one block, the highest one of `width`), under column headings."""
-    ppl = [h["valid_ppl"] for h in history]
-    lo, hi = min(ppl), max(ppl)
-    bpc = all("valid_bpc" in h for h in history)
-    value = "valid ppl (bpc)" if bpc else "valid ppl"
-    scale = f"{fmt_ppl(lo)} .. {fmt_ppl(hi)}"
-    lines = [f"  {'epoch':>7}  {'step':>9}  {value:>18}  {scale}"]
-    for h, p in zip(history, ppl):
-        shown = fmt_ppl(p) + (f" ({h['valid_bpc']:.3f})" if bpc else "")
-        blocks = 1 + round((width - 1) * (p - lo) / (hi - lo)) if hi > lo else width
-        lines.append(f"  {h['epoch']:7.2f}  {h['step']:9,}  {shown:>18}  {'█' * blocks}")
-    return "\n".join(lines)
-
-
 @main.command(epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @library_errors
@@ -833,16 +619,7 @@ def gradcheck(cell, layers, hidden, bptt, dropout, input_dropout, seed, vocab_si
     con = Consoles()
     config = usage_errors(ModelConfig, vocab_size, hidden, layers, cell, dropout, input_dropout)
     errors = check_gradients(config, bptt=bptt, seed=seed)
-    table = Table(
-        title=f"gradient check: {cell} {layers} x {hidden}, T {bptt}, V {vocab_size}, "
-        f"dropout {dropout:g}" + (f", input dropout {input_dropout:g}" if input_dropout else "")
-    )
-    table.add_column("array")
-    table.add_column("max relative error", justify="right")
-    table.add_column("")
-    for name, err in errors.items():
-        table.add_row(name, f"{err:.2e}", "[green]ok[/]" if err < TOLERANCE else "[red]FAIL[/]")
-    con.out.print(table)
+    con.out.print(gradcheck_table(config, bptt, errors, TOLERANCE))
     worst = max(errors.values())
     if worst >= TOLERANCE:
         con.err.print(
@@ -886,16 +663,4 @@ def bench(vocab_size, repeats, literal, as_json, **settings):
     if as_json:
         con.out.print(json.dumps(results if literal else results[0]))
         return
-    table = Table(title="lstm-lm bench (median of timed steps)")
-    for col in ("formulation", "model", "B x T", "params", "train tok/s", "eval tok/s"):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            r["cell"],
-            f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}",
-            f"{r['batch_size']} x {r['bptt']}",
-            f"{r['params']:,}",
-            f"{r['train_tokens_per_s']:,.0f}",
-            f"{r['eval_tokens_per_s']:,.0f}" if r["eval_tokens_per_s"] else "-",
-        )
-    con.out.print(table)
+    con.out.print(bench_table(results))

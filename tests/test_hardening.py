@@ -167,7 +167,8 @@ def test_help_shows_the_presets_and_the_defaults():
     assert "small: layers 2, hidden 200" in r.output and "char: level char" in r.output
     assert "(small: 200)" in r.output and "(default 0)" in r.output
     for command in ("eval", "sample", "info"):
-        assert "a run directory, which means its best.npz" in invoke(command, "--help").output
+        text = " ".join(invoke(command, "--help").output.split())  # unwrapped
+        assert "or a run directory, which means its best.npz (or last.npz" in text
 
 
 # --- stopping and crashing lose nothing ------------------------------------------------------
