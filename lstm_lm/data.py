@@ -50,28 +50,45 @@ class Vocab:
         """Text -> (ids (N,) int32, sorted tokens missing from the vocabulary). Missing tokens
         map to <unk> where the vocabulary has it and are dropped otherwise. A line break is
         `<eos>` (word level, PTB chars); no `<eos>` is added after a text's last line."""
-        unk = self.stoi.get(UNK, -1)
+        raw, token = self._lookup(text)
+        missing = raw < 0
+        return self._known(raw, missing), sorted(set(token(np.flatnonzero(missing))))
+
+    def encode_lines(self, lines: list[str]) -> list[tuple[np.ndarray, list[str]]]:
+        """`encode` of each line (without its line break), in one pass over all of them."""
+        raw, token = self._lookup("\n".join(lines) + "\n")
+        if self.level == "word":
+            counts = [len(line.split()) + 1 for line in lines]  # each line's words and <eos>
+        else:
+            counts = [len(_ptb_chars(line) if self.ptb_chars else line) + 1 for line in lines]
+        ends = np.cumsum(counts)
+        out = []
+        for start, end in zip(ends - counts, ends):
+            line, missing = raw[start : end - 1], raw[start : end - 1] < 0
+            unknown = sorted(set(token(start + np.flatnonzero(missing)))) if missing.any() else []
+            out.append((self._known(line, missing), unknown))
+        return out
+
+    def _known(self, raw: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """Missing tokens as <unk>, or dropped where the vocabulary has no <unk>."""
+        unk = self.stoi.get(UNK)
+        return np.where(missing, unk, raw).astype(np.int32) if unk is not None else raw[~missing]
+
+    def _lookup(self, text: str):
+        """Ids (N,) int32 of the text's tokens, -1 where missing, and a function giving the
+        token strings at some positions."""
         if self.level == "word":
             toks = _words(text)
-            unknown = sorted(set(toks) - self.stoi.keys())
-            lookup = {**self.stoi, **dict.fromkeys(unknown, unk)}
+            lookup = {**self.stoi, **dict.fromkeys(set(toks) - self.stoi.keys(), -1)}
             ids = np.fromiter(map(lookup.__getitem__, toks), np.int32, len(toks))
-        else:
-            cps = _codepoints(_ptb_chars(text) if self.ptb_chars else text)
-            table = np.array(
-                [
-                    (_char_codepoint(s, self.ptb_chars), i)
-                    for i, s in enumerate(self.itos)
-                    if s != UNK
-                ],
-                dtype=np.int64,
-            ).reshape(-1, 2)
-            table = table[np.argsort(table[:, 0])]  # (V, 2): code point, id
-            pos = np.minimum(np.searchsorted(table[:, 0], cps), len(table) - 1)
-            hit = table[pos, 0] == cps
-            ids = np.where(hit, table[pos, 1], unk).astype(np.int32)
-            unknown = [chr(c) for c in np.unique(cps[~hit])]
-        return (ids if unk >= 0 else ids[ids >= 0]), unknown
+            return ids, lambda at: [toks[i] for i in at]
+        cps = _codepoints(_ptb_chars(text) if self.ptb_chars else text)
+        table = np.array([(_char_codepoint(s, self.ptb_chars), i) for i, s in enumerate(self.itos)
+                          if s != UNK], dtype=np.int64).reshape(-1, 2)  # fmt: skip
+        table = table[np.argsort(table[:, 0])]  # (V, 2): code point, id
+        pos = np.minimum(np.searchsorted(table[:, 0], cps), len(table) - 1)
+        ids = np.where(table[pos, 0] == cps, table[pos, 1], -1).astype(np.int32)
+        return ids, lambda at: [chr(c) for c in cps[at]]
 
     def pieces(self, ids: Iterable[int], line_start: bool = True) -> Iterator[str]:
         """The text of each id in turn, for streaming output: `<eos>` is a line break, words

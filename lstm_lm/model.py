@@ -179,11 +179,12 @@ class LanguageModel:
         return top, final, caches
 
     def _output(self, top: np.ndarray) -> np.ndarray:
-        """top (N, H) -> logits (N, V) = top Wy + by, in a buffer reused while N stays."""
+        """top (N, H) -> logits (N, V) = top Wy + by, in the first N rows of a buffer that
+        only grows: a fresh (N, V) array costs page faults on every window whose N differs."""
         N, V = top.shape[0], self.config.vocab_size
-        if self._logits is None or self._logits.shape[0] != N:
+        if self._logits is None or self._logits.shape[0] < N:
             self._logits = np.empty((N, V), self.dtype)
-        logits = np.matmul(top, self.params["Wy"], out=self._logits)
+        logits = np.matmul(top, self.params["Wy"], out=self._logits[:N])
         logits += self.params["by"]
         return logits
 
@@ -261,17 +262,27 @@ class LanguageModel:
         nll, final = self._nll(x, y, state)
         return float(nll.sum()), final
 
-    def token_nll(self, x: np.ndarray, y: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """Evaluation per target: NLL (B, T) float64 (nats) and the final state."""
-        nll, final = self._nll(x, y, state)
+    def token_nll(
+        self, x: np.ndarray, y: np.ndarray, state: State, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Evaluation per target: NLL (B, T) float64 (nats) and the final state. With a mask
+        (B, T) bool, only the targets it marks go through the output layer (the rest: 0)."""
+        nll, final = self._nll(x, y, state, None if mask is None else mask.T.ravel())
         return nll.reshape(x.shape[1], x.shape[0]).T, final
 
-    def _nll(self, x, y, state) -> tuple[np.ndarray, State]:
-        """NLL of each target, time-major (T * B,), and the final state."""
+    def _nll(self, x, y, state, keep=None) -> tuple[np.ndarray, State]:
+        """NLL of each target, time-major (T * B,), and the final state; where `keep` (T * B,)
+        is given, of those targets only (0 elsewhere)."""
         top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
         B, T = x.shape
-        logits = self._output(top.reshape(B * T, -1))
-        return self.threads.softmax_cross_entropy_(logits, y.T.ravel(), None), final
+        top, targets = top.reshape(B * T, -1), y.T.ravel()
+        if keep is None:
+            return self.threads.softmax_cross_entropy_(self._output(top), targets, None), final
+        nll = np.zeros(B * T)
+        nll[keep] = self.threads.softmax_cross_entropy_(
+            self._output(top[keep]), targets[keep], None
+        )
+        return nll, final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""

@@ -4,7 +4,8 @@ Each line is a sentence on its own: from a fresh state fed the sentence boundary
 what precedes every line of PTB; at plain char level the line break), the targets are the
 line's tokens and its closing boundary. Lines are sorted by length and scored in batches of
 similar lengths, each batch padded at the end (padding after a line's last target cannot
-change its scores, and is masked out); a line longer than a window is carried over windows.
+change its scores) with a mask, so that only real targets go through the output layer; a line
+longer than a window is carried over windows.
 
 N lines; B lines per batch; L the longest line of a batch plus its boundary; T window steps.
 """
@@ -56,7 +57,7 @@ def score_lines(
 ) -> list[LineScore]:
     """Log-probabilities of each line as a sentence (see the module docstring), in order."""
     eos = boundary(vocab)
-    encoded = [vocab.encode(line) for line in lines]
+    encoded = vocab.encode_lines(lines)
     seqs = [np.concatenate([[eos], ids, [eos]]).astype(np.int32) for ids, _ in encoded]
     order = np.argsort([len(s) for s in seqs], kind="stable")
     logprobs: list[np.ndarray | None] = [None] * len(lines)
@@ -67,11 +68,12 @@ def score_lines(
         y = np.full((len(batch), L), eos, np.int32)  # (B, L) targets
         for row, i in enumerate(batch):
             x[row, : len(seqs[i]) - 1], y[row, : len(seqs[i]) - 1] = seqs[i][:-1], seqs[i][1:]
+        lengths = np.array([len(seqs[i]) - 1 for i in batch])
+        mask = np.arange(L) < lengths[:, None]  # (B, L): real targets, not padding
         nll, state = np.empty((len(batch), L)), model.init_state(len(batch))
         for t in range(0, L, bptt):
-            nll[:, t : t + bptt], state = model.token_nll(
-                x[:, t : t + bptt], y[:, t : t + bptt], state
-            )
+            w = slice(t, t + bptt)
+            nll[:, w], state = model.token_nll(x[:, w], y[:, w], state, mask[:, w])
         for row, i in enumerate(batch):
             logprobs[i] = -nll[row, : len(seqs[i]) - 1]
     return [LineScore(line, float(lp.sum()), lp, unknown)

@@ -19,7 +19,17 @@ def invoke(*args):
 def test_help_lists_commands():
     r = invoke("--help")
     assert r.exit_code == 0
-    for cmd in ("download", "train", "eval", "sample", "info", "gradcheck", "bench"):
+    for cmd in (
+        "download",
+        "train",
+        "eval",
+        "sample",
+        "score",
+        "export",
+        "info",
+        "gradcheck",
+        "bench",
+    ):
         assert cmd in r.output
 
 

@@ -11,6 +11,7 @@ from lstm_lm.data import (
     UNK,
     DataSource,
     Vocab,
+    _train_counts,
     batchify,
     build_vocab,
     check_fits,
@@ -166,3 +167,17 @@ def test_pieces_stream_what_decode_joins(level, ptb_chars, ids_text, seed_ends_l
     assert list(v.pieces(ids, line_start=seed_ends_line)) == expected
     if seed_ends_line:
         assert v.decode(ids) == "".join(expected)
+
+
+@pytest.mark.parametrize("level,ptb_chars", [("word", False), ("char", True), ("char", False)])
+def test_encode_lines_is_encode_of_each_line(level, ptb_chars):
+    lines = ["the cat sat", "", "a dog  sat  on the mat", "zebra cat €", "cat"]
+    text = "the cat sat on a mat\nthe dog\n"
+    v = build_vocab(_train_counts(text, level, ptb_chars), level, ptb_chars)
+    if level == "word":
+        v = Vocab(tuple(sorted(v.itos + (UNK,))), level)  # words map to <unk>; chars are dropped
+    for (ids, unknown), line in zip(v.encode_lines(lines), lines):
+        one_ids, one_unknown = v.encode(line)
+        assert ids.tolist() == one_ids.tolist() and unknown == one_unknown, line
+    expected = ["zebra", "€"] if level == "word" else sorted(set("zebra€") - set(text))
+    assert v.encode_lines(lines)[3][1] == expected
