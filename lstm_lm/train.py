@@ -200,7 +200,7 @@ class Trainer:
         self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.st, self.hidden, self.since = TrainState(), model.init_state(tc.batch_size), _Since()
-        self.saved_at = time.monotonic()
+        self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
         if resume is not None:
             self.st = TrainState(**resume.train_state)
             self.rng.bit_generator.state = self.st.rng
@@ -230,11 +230,9 @@ class Trainer:
             elif tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every:
                 self.save(LAST)
             reason = self.stop_reason() or ("interrupted" if should_stop() else "")
-        if reason == "interrupted":  # save at once: the user is waiting
-            self.save(LAST)
-        elif self.since.tokens and st.window > 0:  # stopped mid-epoch: evaluate what was trained
-            self.evaluate(tc.lr_at(st.epoch))
-        else:
+        if reason != "interrupted" and self.since.tokens and st.window > 0:
+            self.evaluate(tc.lr_at(st.epoch))  # stopped mid-epoch: evaluate what was trained
+        if self.saved_step != st.step:  # interrupted: at once, the user is waiting
             self.save(LAST)
         self.emit("end", tc.lr_at(min(st.epoch, tc.epochs)), reason=reason)
         return st
@@ -304,7 +302,8 @@ class Trainer:
         state = self.hidden if st.window > 0 else None
         checkpoint.save(self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
                         self.corpus.source, self.optimizer.state_dict(), state)  # fmt: skip
-        self.saved_at = time.monotonic()
+        if name == LAST:
+            self.saved_at, self.saved_step = time.monotonic(), st.step
 
     def stop_reason(self) -> str:
         st, tc = self.st, self.tc
