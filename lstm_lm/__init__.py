@@ -1,7 +1,8 @@
 """lstm-lm: a from-scratch NumPy LSTM language model.
 
 The library is usable without the CLI: `data` loads corpora, `model` holds the network,
-`train` fits and evaluates it, `checkpoint` saves and loads it, `sampling` generates text.
+`train` fits and evaluates it, `checkpoint` saves and loads it, `sampling` generates text,
+`score` scores lines as sentences, `export` writes safetensors for other frameworks.
 """
 
 __version__ = "0.1.0"

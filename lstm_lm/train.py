@@ -79,11 +79,11 @@ def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
 
 
 def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError
+    """Bytes in binary units: 852.7 PiB, 23.2 GiB, 512 bytes."""
+    if n < 1024:
+        return f"{n} bytes"
+    power = min(5, (n.bit_length() - 1) // 10)  # 1 KiB ... 5 PiB
+    return f"{n / 1024**power:,.1f} {('KiB', 'MiB', 'GiB', 'TiB', 'PiB')[power - 1]}"
 
 
 class Step(NamedTuple):
