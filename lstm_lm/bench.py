@@ -9,35 +9,43 @@ batch-1, dense one-hot formulation (lstm_lm.literal) can be timed beside it as t
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import OPTIMIZERS
+from lstm_lm.parallel import Group
 from lstm_lm.timing import median_rate
 from lstm_lm.train import check_memory, train_step
 
 
-def bench(config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10) -> dict:
-    """Median tokens/s of training steps and of evaluation windows, with the configuration."""
+def bench(
+    config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10, group=None
+) -> dict:
+    """Median tokens/s of training steps and of evaluation windows, with the configuration.
+    Over a group of ranks each takes its block of the batch, as in training; the figures
+    are the whole batch's, with the bytes each rank sends per training step."""
+    group = group or Group()
     check_memory(config, tc)
     rng = np.random.default_rng(tc.seed)
     model = LanguageModel.init(config, rng, tc.dtype)
     opt = OPTIMIZERS[tc.optimizer](model.params)
     B, T, V = tc.batch_size, tc.bptt, config.vocab_size
-    x, y = rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
-    state = model.init_state(B)
+    block = group.block(B)
+    x, y = rng.integers(0, V, (B, T))[block], rng.integers(0, V, (B, T))[block]
+    state = model.init_state(len(x))
 
     def train():
         nonlocal state
-        state = train_step(model, opt, tc, x, y, state, tc.lr, rng).state
+        state = train_step(model, opt, tc, x, y, state, tc.lr, rng, group).state
 
     def eval_step():
-        model.nll(x, y, state)
+        group.sum(model.nll(x, y, state)[0])
 
+    sent = group.bytes_sent
+    train_rate = median_rate(train, B * T, warmup, repeats)
+    sent = (group.bytes_sent - sent) / (warmup + repeats)
     return {
         "cell": config.cell,
         "layers": config.layers,
@@ -50,9 +58,11 @@ def bench(config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 
         "dropout": config.dropout,
         "input_dropout": config.input_dropout,
         "params": model.num_params(),
-        "threads": int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1),
-        "train_tokens_per_s": round(median_rate(train, B * T, warmup, repeats), 1),
+        "procs": group.size,
+        "threads": model.threads.cores,  # per process
+        "train_tokens_per_s": round(train_rate, 1),
         "eval_tokens_per_s": round(median_rate(eval_step, B * T, warmup, repeats), 1),
+        "bytes_per_step": round(sent),
     }
 
 

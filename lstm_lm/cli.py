@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 from rich.table import Table
 
-from lstm_lm import LMError, __version__, checkpoint
+from lstm_lm import LMError, __version__, checkpoint, parallel
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal
 from lstm_lm.cells import CELL_TYPES
@@ -36,6 +36,7 @@ from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
+from lstm_lm.parallel import RanksError
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
 from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run
@@ -71,9 +72,13 @@ def library_errors(fn):
             result = fn(*args, **kwargs)
             sys.stdout.flush()
             return result
+        except RanksError as e:  # raised on every rank together: rank 0 says it
+            raise click.ClickException(str(e)) from None
         except LMError as e:
+            end_other_ranks(str(e))
             raise click.ClickException(str(e)) from None
         except MemoryError as e:
+            end_other_ranks(f"out of memory ({e}); use a smaller model")
             raise click.ClickException(f"out of memory ({e}); use a smaller model") from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -87,6 +92,14 @@ def library_errors(fn):
             raise click.ClickException(f"cannot write the output: {e.strerror}") from None
 
     return wrapper
+
+
+def end_other_ranks(message: str) -> None:
+    """Under mpiexec, an error that only this rank may have met ends every rank (the others
+    could be waiting for it in a collective): the message, then MPI_Abort."""
+    world = parallel.world()
+    if world.size > 1:
+        world.fail(message)
 
 
 def _silence_stdout() -> None:
@@ -119,6 +132,27 @@ def refuse_together(first: str, second: str, why: str) -> None:
         ctx = click.get_current_context()
         flag = {p.name: p.opts[0] for p in ctx.command.params}
         raise click.UsageError(f"{flag[first]} does not go with {flag[second]}: {why}")
+
+
+def launch(procs: int | None) -> parallel.Group:
+    """The ranks to run on: with --procs N from a single process, this very command is run
+    again under `mpiexec -n N` in this process's place."""
+    world = parallel.world()
+    if procs is None or procs == world.size:
+        return world
+    if world.size > 1:
+        raise click.UsageError(f"--procs {procs} does not match the {world.size} processes "
+                               "mpiexec started; give one or the other")  # fmt: skip
+    argv, args = [], iter(sys.argv[1:])
+    for arg in args:
+        if arg == "--procs":
+            next(args, None)  # its value
+        elif not arg.startswith("--procs="):
+            argv.append(arg)
+    command = parallel.mpiexec_command(procs, argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(command[0], command)
 
 
 CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run directory, "
@@ -167,6 +201,8 @@ OPTIONS = {
     "max_steps": dict(type=Pos, help="Stop at this optimisation step of the whole run."),
     "max_tokens": dict(type=Pos, help="Stop after this many training tokens of the whole run."),
     "eval_every": dict(type=Pos, help="Also evaluate on valid every N steps."),
+    "procs": dict(type=Pos, help="Run on N processes: this command under `mpiexec -n N` "
+                  "(pip install 'lstm-lm[mpi]'); the batch is split over them."),
     "save_every": dict(type=click.FloatRange(min=0), metavar="MINUTES", help="Also save "
                        "last.npz this often (it is saved at every evaluation; 0: only then)."),
 }
@@ -226,6 +262,13 @@ def presets_epilog() -> str:
 @click.version_option(__version__, prog_name="lstm-lm")
 def main():
     """lstm-lm: a from-scratch NumPy LSTM language model (word and character level, PTB)."""
+    try:  # under mpiexec: rank 0 alone prints, and every rank runs the same command
+        world = parallel.world()
+        world.quiet_other_ranks()
+        world.check_same("the command lines", [json.dumps(sys.argv[1:]).encode()],
+                         "start every process with the same command")  # fmt: skip
+    except LMError as e:
+        raise click.ClickException(str(e)) from None
 
 
 # --- download ----------------------------------------------------------------------------
@@ -366,6 +409,7 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> R
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
 @click.option("--min-count", type=Pos, show_default="1", help="Drop types seen fewer times.")
 @options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
+@options("procs")
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -382,14 +426,16 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> R
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, dry_run, quiet, as_json, **opts):
+def train(out, resume, dry_run, quiet, as_json, procs, **opts):
     """Train a language model (PTB word level by default). The defaults shown are the small
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
     if dry_run:
         con.out.print(settings_table(*plan(opts, out, resume)))
         return
-    run = start(con, opts, out, resume)
+    world = launch(procs)
+    run = world.together(lambda: start(con, opts, out, resume), main_first=True)
+    run.group = world
     con.log.print(describe(run))
     view = TrainView(con, run, as_json)
     with stop_on_signal(con) as asked:
@@ -425,11 +471,27 @@ def train(out, resume, dry_run, quiet, as_json, **opts):
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"split", "tokens", "nll", "ppl", "bpc"}.'
 )
+@options("procs")
 @library_errors
-def eval_cmd(ckpt, split, text_file, batch_size, as_json):
+def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
+    world = launch(procs)
+    c, ids, name = world.together(
+        lambda: eval_data(con, ckpt, split, text_file, batch_size), main_first=True
+    )
+    nll, n = evaluate(c.model, ids, batch_size, c.train_config.bptt, world)
+    bpc = bits_per_char(nll / n, c.vocab.level)
+    result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
+    if as_json:
+        con.out.print(json.dumps(result))
+        return
+    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result))
+
+
+def eval_data(con: Consoles, ckpt: Path, split: str, text_file: Path | None, batch_size: int):
+    """The checkpoint, the token ids to evaluate on and their name."""
     c = open_checkpoint(con, ckpt)
     if text_file is not None:
         ids, unknown = c.vocab.encode(read_text(text_file))
@@ -442,13 +504,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json):
             raise LMError(f"the run's data has no {split} split; use --split valid or --file FILE")
     if len(ids) // batch_size < 2:
         raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
-    nll, n = evaluate(c.model, ids, batch_size, c.train_config.bptt)
-    bpc = bits_per_char(nll / n, c.vocab.level)
-    result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
-    if as_json:
-        con.out.print(json.dumps(result))
-        return
-    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result))
+    return c, ids, name
 
 
 # --- sample ------------------------------------------------------------------------------
@@ -642,11 +698,14 @@ def gradcheck(cell, layers, hidden, bptt, dropout, input_dropout, seed, vocab_si
     "--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow)."
 )
 @click.option("--json", "as_json", is_flag=True)
+@options("procs")
 @library_errors
-def bench(vocab_size, repeats, literal, as_json, **settings):
+def bench(vocab_size, repeats, literal, as_json, procs, **settings):
     """Training and evaluation tokens/s of a configuration (default: the small preset, 2 x 200,
-    B 20, T 20) on synthetic tokens."""
+    B 20, T 20) on synthetic tokens; under mpiexec (or --procs), of the processes together,
+    with the bytes each sends per step."""
     con = Consoles()
+    world = launch(procs)
     resolved = usage_errors(resolve, settings.pop("preset"), settings)
     config = resolved.model_config(vocab_size or (50 if resolved.level == "char" else 10_000))
     tc = resolved.train
@@ -654,7 +713,7 @@ def bench(vocab_size, repeats, literal, as_json, **settings):
         f"timing {config.cell} {config.layers} x {config.hidden}, "
         f"V {config.vocab_size:,}, B {tc.batch_size}, T {tc.bptt} ..."
     )
-    results = [run_bench(config, tc, repeats=repeats)]
+    results = [run_bench(config, tc, repeats=repeats, group=world)]
     if literal:
         con.log.print("timing the literal formulation ...")
         results.append(

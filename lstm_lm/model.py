@@ -22,6 +22,7 @@ import numpy as np
 from lstm_lm import LMError
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
+from lstm_lm.parallel import Group
 from lstm_lm.threads import Threads
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
@@ -72,9 +73,23 @@ class LanguageModel:
         self.params = params
         self.dtype = params["Wy"].dtype
         self.threads = threads or Threads()
-        self.grads = {k: np.zeros_like(p) for k, p in params.items()}  # reused by every step
+        self.grads, self._dense_grads = self._gradient_buffers()  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
+
+    def _gradient_buffers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The gradients as views into one flat buffer, l0.W last, and the start of that
+        buffer up to the end of l0.W's first H rows: every dense gradient in one contiguous
+        array (what ranks sum in one message); the token rows of l0.W follow it."""
+        keys = [k for k in self.params if k != "l0.W"] + ["l0.W"]
+        flat = np.zeros(sum(self.params[k].size for k in keys), self.dtype)
+        grads, at = {}, 0
+        for k in keys:
+            p = self.params[k]
+            grads[k] = flat[at : at + p.size].reshape(p.shape)
+            at += p.size
+        dense = at - self.params["l0.W"].size + grads["l0.W"][: self.config.hidden].size
+        return {k: grads[k] for k in self.params}, flat[:dense]
 
     def _time_loop(self, B: int):
         H = self.config.hidden
@@ -249,6 +264,25 @@ class LanguageModel:
                 dhs = dinp if masks[k] is None else dinp * masks[k]
         touched = np.concatenate([np.arange(H), H + rows])
         return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched}, rows)
+
+    def sum_over(self, r: Result, group: Group) -> Result:
+        """Window r's gradients summed over the ranks of `group`, each rank having computed
+        its block of the batch with `scale` divided by the number of ranks: the dense ones in
+        one message, the token rows of layer 0 as the union of the rows any rank touched
+        (ids first, then those rows only). The loss becomes the whole batch's."""
+        if group.size == 1:
+            return r
+        H = self.config.hidden
+        group.sum_(self._dense_grads)
+        rows = group.union(r.token_rows)
+        dW = self.grads["l0.W"]
+        drows = np.zeros((len(rows), dW.shape[1]), self.dtype)  # (U, G)
+        drows[np.searchsorted(rows, r.token_rows)] = dW[H + r.token_rows]
+        dW[H + rows] = group.sum_(drows)
+        self._token_rows = rows
+        (loss,) = group.sum(r.loss)
+        touched = np.concatenate([np.arange(H), H + rows])
+        return r._replace(loss=loss / group.size, rows={"l0.W": touched}, token_rows=rows)
 
     def scale_token_grads_(self, r: Result, factor: float) -> None:
         """Multiply the gradient of the token rows of layer 0 that window `r` used by

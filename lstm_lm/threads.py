@@ -16,6 +16,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from lstm_lm.losses import softmax_cross_entropy_
+from lstm_lm.parallel import cores_per_rank
 
 # Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread:
 # threaded BLAS gains nothing on them, and when another process keeps the cores busy its
@@ -28,7 +29,10 @@ class Threads:
 
     def __init__(self, softmax_threads: int | None = None):
         self._blas = ThreadpoolController()
-        self.softmax_threads = softmax_threads or min(4, os.cpu_count() or 1)
+        self.cores = cores_per_rank()  # all of them, unless MPI ranks share this machine
+        if self.cores < (os.cpu_count() or 1):
+            self._limit = self._blas.limit(limits=self.cores, user_api="blas")
+        self.softmax_threads = softmax_threads or min(4, self.cores)
         self._pool = ThreadPoolExecutor(self.softmax_threads) if self.softmax_threads > 1 else None
 
     def time_loop(self, macs_per_step: int):

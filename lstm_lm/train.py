@@ -33,26 +33,36 @@ from lstm_lm.download import Log, Progress
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.model import LanguageModel, State, memory_estimate
 from lstm_lm.optim import OPTIMIZERS, SGD, clip_global_norm_
+from lstm_lm.parallel import Group, RanksError
 
 METRICS = "metrics.jsonl"  # in a run directory: one JSON line per evaluation
 RUNS = Path("runs")  # where runs go without --out
 
 
 def evaluate(
-    model: LanguageModel, ids: np.ndarray, batch_size: int = 1, bptt: int = 35
+    model: LanguageModel,
+    ids: np.ndarray,
+    batch_size: int = 1,
+    bptt: int = 35,
+    group: Group | None = None,
 ) -> tuple[float, int]:
     """Summed NLL (nats) and number of targets over a whole stream, the state carried
     across windows. With batch size 1 every token but the first is a target; with B > 1
-    the len(ids) % B tokens of the remainder are dropped."""
+    the len(ids) % B tokens of the remainder are dropped. Over a group of ranks each takes
+    a contiguous share of the B streams and the sums are the whole stream's."""
+    group = group or Group()
     data = batchify(ids, batch_size)
-    state = model.init_state(batch_size)
+    windows = num_windows(data, bptt)
+    data = data[group.share(batch_size)]
+    state = model.init_state(len(data))
     total, count = 0.0, 0
-    for i in range(num_windows(data, bptt)):
+    for i in range(windows if len(data) else 0):
         x, y = window(data, i, bptt)
         nll, state = model.nll(x, y, state)
         total += nll
         count += y.size
-    return total, count
+    total, count = group.sum(total, count)
+    return total, int(count)
 
 
 def available_memory() -> int | None:
@@ -105,16 +115,25 @@ def train_step(
     state: State,
     lr: float,
     rng: np.random.Generator,
+    group: Group | None = None,
 ) -> Step:
     """One optimisation step on the window x, y (B, T): forward, backward, clipping, the
     token rows' learning-rate multiplier, the update. Where the loss or the gradient is not
-    finite the parameters are left as they were (`fit` stops there)."""
-    r = model.loss_and_grads(x, y, state, rng=rng, scale=float(x.shape[1]))
-    norm = clip_global_norm_(r.grads, tc.clip, r.rows)
-    step = Step(r.loss, norm, r.state)
-    if step.finite:
-        model.scale_token_grads_(r, tc.token_lr_scale)
-        optimizer.step(model.params, r.grads, lr, r.rows)
+    finite the parameters are left as they were (`fit` stops there).
+    Over a group of ranks x, y and state are this rank's block of the batch; the dropout
+    masks are drawn for the whole batch and sliced, so the step does not depend on P."""
+    group, masks, T = group or Group(), None, x.shape[1]
+    if group.size > 1 and (model.config.dropout > 0 or model.config.input_dropout > 0):
+        B = x.shape[0] * group.size
+        masks = [m if m is None else m[:, group.block(B)] for m in model.draw_masks(T, B, rng)]
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence: caught below, one line
+        r = model.loss_and_grads(x, y, state, rng=rng, masks=masks, scale=T / group.size)
+        r = model.sum_over(r, group)
+        norm = clip_global_norm_(r.grads, tc.clip, r.rows)
+        step = Step(r.loss, norm, r.state)
+        if step.finite:
+            model.scale_token_grads_(r, tc.token_lr_scale)
+            optimizer.step(model.params, r.grads, lr, r.rows)
     return step
 
 
@@ -144,8 +163,8 @@ class Event:
     total: int = 0  # steps the whole run will have taken when it ends (resumes included)
 
 
-class Diverged(LMError):
-    pass
+class Diverged(RanksError):
+    """The loss or the gradient is not finite (every rank sees the whole batch's)."""
 
 
 def metrics_line(
@@ -189,24 +208,34 @@ class Trainer:
     """One run of `fit`: the windows of the training stream in order, an evaluation at every
     epoch end (and every `eval_every` steps), checkpoints and metrics into `run_dir`."""
 
-    def __init__(self, model, corpus, tc, run_dir=None, resume=None, rng=None, on_event=None):
+    def __init__(self, model, corpus, tc, run_dir=None, resume=None, rng=None, on_event=None,
+                 group=None):  # fmt: skip
         self.model, self.corpus, self.tc = model, corpus, tc
+        self.group = group or Group()
         check_fits(corpus.train, tc.batch_size, tc.bptt, "the training split")
-        self.data = batchify(corpus.train, tc.batch_size)  # (B, N/B)
-        self.windows = num_windows(self.data, tc.bptt)
+        self.block = self.group.block(tc.batch_size)  # this rank's streams
+        data = batchify(corpus.train, tc.batch_size)  # (B, N/B)
+        self.windows = num_windows(data, tc.bptt)
+        self.data = data[self.block]
         self.valid_batch = min(tc.batch_size, max(1, len(corpus.valid) // (tc.bptt + 1)))
         self.optimizer = OPTIMIZERS[tc.optimizer](model.params)
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
         self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.st, self.hidden, self.since = TrainState(), model.init_state(tc.batch_size), _Since()
+        self.st, self.hidden, self.since = TrainState(), self.fresh_state(), _Since()
         self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
         if resume is not None:
             self.st = TrainState(**resume.train_state)
             self.rng.bit_generator.state = self.st.rng
             self.optimizer.load_state_dict(resume.optimizer)
-            if self.st.window > 0 and resume.state is not None:
-                self.hidden = resume.state
+            if self.st.window > 0 and resume.state is not None:  # all B streams: ours
+                self.hidden = [tuple(s[self.block] for s in layer) for layer in resume.state]
+        self.group.check_same("the data", [corpus.train, corpus.valid],
+                              "give every process the same files")  # fmt: skip
+        self.group.broadcast_(model.params)
+
+    def fresh_state(self) -> State:
+        return self.model.init_state(self.data.shape[0])
 
     def run(self, should_stop: Callable[[], bool]) -> TrainState:
         """Train until the run is finished, stopped by max_steps / max_tokens, or asked to
@@ -218,18 +247,21 @@ class Trainer:
         reason = self.stop_reason()
         while not reason:
             self.step()
+            # decided together: the ranks' clocks and signals do not arrive in step
+            due = tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every
+            stop, due = self.group.any(should_stop(), due)
             if st.window == self.windows:  # the next epoch starts afresh: saved now, resumed there
                 lr = tc.lr_at(st.epoch)
                 st.epoch += 1
                 st.window = 0
-                self.hidden = self.model.init_state(tc.batch_size)
+                self.hidden = self.fresh_state()
                 self.evaluate(lr)
                 self.emit("epoch_end", lr)
             elif tc.eval_every and st.step % tc.eval_every == 0:
                 self.evaluate(tc.lr_at(st.epoch))
-            elif tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every:
+            elif due:
                 self.save(LAST)
-            reason = self.stop_reason() or ("interrupted" if should_stop() else "")
+            reason = self.stop_reason() or ("interrupted" if stop else "")
         if reason != "interrupted" and self.since.tokens and st.window > 0:
             self.evaluate(tc.lr_at(st.epoch))  # stopped mid-epoch: evaluate what was trained
         if self.saved_step != st.step:  # interrupted: at once, the user is waiting
@@ -257,21 +289,23 @@ class Trainer:
         st, lr = self.st, self.tc.lr_at(self.st.epoch)
         t0 = time.perf_counter()
         x, y = window(self.data, st.window, self.tc.bptt)
-        step = train_step(self.model, self.optimizer, self.tc, x, y, self.hidden, lr, self.rng)
+        step = train_step(self.model, self.optimizer, self.tc, x, y, self.hidden, lr, self.rng,
+                          self.group)  # fmt: skip
         if not step.finite:
-            raise Diverged(
+            raise Diverged(  # on every rank: the loss is the whole batch's
                 f"the loss became {'nan' if math.isnan(step.loss * step.norm) else 'inf'} "
                 f"at step {st.step + 1}; "
                 "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
             )
         self.hidden = step.state
         dt = time.perf_counter() - t0
+        tokens = x.size * self.group.size
         st.step += 1
         st.window += 1
-        st.tokens += x.size
+        st.tokens += tokens
         st.elapsed += dt
-        self.since.loss += step.loss * x.size
-        self.since.tokens += x.size
+        self.since.loss += step.loss * tokens
+        self.since.tokens += tokens
         self.since.seconds += dt
         self.emit("step", lr, loss=step.loss)
 
@@ -279,7 +313,11 @@ class Trainer:
         """Validation loss: a metrics line; best.npz when it is the best so far; last.npz."""
         st, since = self.st, self.since
         t0 = time.perf_counter()
-        nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, self.tc.bptt)
+        nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, self.tc.bptt, self.group)
+        self.group.check_same(
+            "the parameters", self.model.params.values(),
+            f"the run stopped at step {st.step}; its checkpoints were kept (resume from them)",
+        )  # fmt: skip
         st.elapsed += time.perf_counter() - t0
         line = metrics_line(st, lr, since.loss / max(since.tokens, 1), nll / n,
                             since.tokens / max(since.seconds, 1e-9), self.corpus.vocab.level,
@@ -294,14 +332,18 @@ class Trainer:
         self.emit("eval", lr, metrics=line)
 
     def save(self, name: str) -> None:
-        """Everything the next step depends on, as `name` in the run directory."""
+        """Everything the next step depends on, as `name` in the run directory (by rank 0,
+        with the hidden state of all B streams: any number of ranks can resume it)."""
         if self.run_dir is None:
             return
         st = self.st
         st.rng = self.rng.bit_generator.state
-        state = self.hidden if st.window > 0 else None
-        checkpoint.save(self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
-                        self.corpus.source, self.optimizer.state_dict(), state)  # fmt: skip
+        state = None
+        if st.window > 0:
+            state = [tuple(self.group.gather(s) for s in layer) for layer in self.hidden]
+        self.group.on_main(lambda: checkpoint.save(
+            self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
+            self.corpus.source, self.optimizer.state_dict(), state))  # fmt: skip
         if name == LAST:
             self.saved_at, self.saved_step = time.monotonic(), st.step
 
@@ -321,11 +363,16 @@ class Trainer:
         lines of the work it lost."""
         if self.run_dir is not None:
             lines = "".join(json.dumps(m) + "\n" for m in self.st.history)
-            checkpoint.write_atomic(self.run_dir / METRICS, lines.encode())
+            self.group.on_main(
+                lambda: checkpoint.write_atomic(self.run_dir / METRICS, lines.encode())
+            )
 
     def _prepare_run_dir(self) -> None:
-        if self.run_dir is None:
-            return
+        if self.run_dir is not None:
+            self.group.on_main(self._make_run_dir)
+            self._write_metrics()
+
+    def _make_run_dir(self) -> None:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -333,7 +380,6 @@ class Trainer:
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
         checkpoint.remove_stale_temporaries(self.run_dir)
-        self._write_metrics()
 
 
 def fit(
@@ -346,11 +392,12 @@ def fit(
     rng: np.random.Generator | None = None,
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    group: Group | None = None,
 ) -> TrainState:
     """Train `model` on `corpus.train` following `tc`; see the module docstring.
     `rng` (default: seeded with tc.seed) draws the dropout masks; on resume its state is
-    restored from the checkpoint."""
-    trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event)
+    restored from the checkpoint. `group`: the ranks training together (default: alone)."""
+    trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event, group)
     return trainer.run(should_stop or (lambda: False))
 
 
@@ -367,6 +414,7 @@ class Run:
     out: Path
     rng: np.random.Generator
     resume: checkpoint.Checkpoint | None = None
+    group: Group | None = None
 
     def fit(self, on_event=None, should_stop=None) -> TrainState:
         return fit(
@@ -378,6 +426,7 @@ class Run:
             rng=self.rng,
             on_event=on_event,
             should_stop=should_stop,
+            group=self.group,
         )
 
 

@@ -171,6 +171,7 @@ def describe(run: Run) -> str:
         f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}, "
         f"dropout {c.dropout:g}"
         + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "")
+        + (f"; {run.group.size} processes" if run.group is not None and run.group.size > 1 else "")
         + f" -> {run.out}"
     )
 
@@ -300,16 +301,21 @@ def gradcheck_table(config, bptt: int, errors: dict, tolerance: float) -> Table:
 
 def bench_table(results: list[dict]) -> Table:
     table = Table(title="lstm-lm bench (median of timed steps)")
-    for col in ("formulation", "model", "B x T", "params", "train tok/s", "eval tok/s"):
+    columns = ["formulation", "model", "B x T", "params", "train tok/s", "eval tok/s"]
+    ranks = results[0].get("procs", 1) > 1
+    for col in columns + ["processes", "bytes/step"] * ranks:
         table.add_column(col, justify="right")
     for r in results:
         eval_rate = f"{r['eval_tokens_per_s']:,.0f}" if r["eval_tokens_per_s"] else "-"
-        table.add_row(
+        row = [
             r["cell"],
             f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}",
             f"{r['batch_size']} x {r['bptt']}",
             f"{r['params']:,}",
             f"{r['train_tokens_per_s']:,.0f}",
             eval_rate,
-        )
+        ]
+        if ranks:
+            row += [str(r.get("procs", 1)), f"{r.get('bytes_per_step', 0):,}"]
+        table.add_row(*row)
     return table

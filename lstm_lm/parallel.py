@@ -1,0 +1,240 @@
+"""Synchronous data parallelism over MPI ranks (mpi4py), as Horovod does it: P processes
+train the same model as one process.
+
+The global batch of B streams is cut into P contiguous blocks, one per rank; each rank runs
+forward and backward on its block and carries its streams' hidden state; the gradients are
+summed over the ranks, so every rank makes the update that one process makes with the
+whole batch, and the parameters stay identical everywhere. Per step the ranks exchange a
+few scalars, one Allreduce of one flat buffer holding every dense gradient (tensor fusion),
+and, for the sparse token rows of layer 0, the union of the rows some rank touched (ids
+first, then only those rows).
+
+Run under `mpiexec -n P` (MPICH, Open MPI, ...) a process finds its rank in the launcher's
+environment; alone, `Group()` is the single process and mpi4py is never imported.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from lstm_lm import LMError
+
+R = TypeVar("R")
+
+# What launchers tell their processes: MPICH's Hydra and Slurm's PMI, Open MPI, MVAPICH.
+SIZE_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+LOCAL_SIZE_ENV = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+INSTALL = "pip install 'lstm-lm[mpi]'"
+
+
+def _env_int(names: tuple[str, ...]) -> int:
+    for name in names:
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def launched_size() -> int:
+    """Processes the MPI launcher started (1 without one)."""
+    return _env_int(SIZE_ENV)
+
+
+def cores_per_rank() -> int:
+    """This process's share of the cores it may run on, when the launcher put several ranks
+    on this machine: their BLAS and softmax threads must not oversubscribe the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // _env_int(LOCAL_SIZE_ENV))
+
+
+class RanksError(LMError):
+    """An error every rank raises together (so rank 0 alone reports it)."""
+
+
+class Group:
+    """The ranks that train together; alone (the default) every operation is the identity.
+    Every method is collective: all ranks call it, in the same order."""
+
+    def __init__(self, comm=None):
+        self.comm = comm
+        self.rank = comm.Get_rank() if comm is not None else 0
+        self.size = comm.Get_size() if comm is not None else 1
+        self.bytes_sent = 0  # by this rank's reductions, for `bench`
+        self._error_fd: int | None = None
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that prints and writes."""
+        return self.rank == 0
+
+    # --- splitting the batch -------------------------------------------------------------
+    def block(self, batch_size: int) -> slice:
+        """This rank's contiguous block of the B streams of training (equal blocks)."""
+        if batch_size % self.size:
+            raise RanksError(
+                f"--batch-size {batch_size} does not split evenly over {self.size} processes; "
+                f"use a batch size that is a multiple of {self.size}, or another process count"
+            )
+        n = batch_size // self.size
+        return slice(self.rank * n, (self.rank + 1) * n)
+
+    def share(self, n: int) -> slice:
+        """This rank's contiguous share of n streams for evaluation (sizes differ by at most
+        one; a rank may get none)."""
+        cuts = np.linspace(0, n, self.size + 1).round().astype(int)
+        return slice(int(cuts[self.rank]), int(cuts[self.rank + 1]))
+
+    # --- reductions ----------------------------------------------------------------------
+    def sum_(self, a: np.ndarray) -> np.ndarray:
+        """Sum a contiguous array over the ranks, in place."""
+        if self.comm is not None:
+            from mpi4py import MPI
+
+            self.comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+            self.bytes_sent += a.nbytes
+        return a
+
+    def sum(self, *values: float) -> list[float]:
+        """Sum scalars over the ranks (float64, one message)."""
+        return self.sum_(np.array(values, np.float64)).tolist()
+
+    def any(self, *flags: bool) -> list[bool]:
+        """Whether any rank raised each flag (one message)."""
+        return [v > 0 for v in self.sum(*map(float, flags))]
+
+    def union(self, ids: np.ndarray) -> np.ndarray:
+        """The sorted union of every rank's sorted distinct ids."""
+        if self.comm is None:
+            return ids
+        counts = self.comm.allgather(len(ids))
+        everything = np.empty(sum(counts), ids.dtype)
+        self.comm.Allgatherv(np.ascontiguousarray(ids), (everything, counts))
+        self.bytes_sent += ids.nbytes
+        return np.unique(everything)
+
+    def gather(self, block: np.ndarray) -> np.ndarray:
+        """The ranks' equal blocks of rows, concatenated in rank order: (P * b, ...)."""
+        if self.comm is None:
+            return block
+        out = np.empty((self.size * block.shape[0], *block.shape[1:]), block.dtype)
+        self.comm.Allgather(np.ascontiguousarray(block), out)
+        return out
+
+    def broadcast_(self, arrays: dict[str, np.ndarray]) -> None:
+        """Rank 0's arrays into every rank's, in place."""
+        if self.comm is not None:
+            for k in sorted(arrays):
+                self.comm.Bcast(arrays[k], root=0)
+
+    # --- agreeing ------------------------------------------------------------------------
+    def check_same(self, what: str, parts: Iterable, fix: str) -> None:
+        """Raise on every rank unless the bytes of `parts` (bytes or contiguous arrays) are
+        the same on all of them."""
+        if self.comm is None:
+            return
+        digest = hashlib.sha256()
+        for part in parts:
+            digest.update(part)
+        digests = self.comm.allgather(digest.hexdigest())
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        if differ:
+            raise RanksError(
+                f"{what} differ between processes (rank {differ[0]} and rank 0); {fix}"
+            )
+
+    def together(self, fn: Callable[[], R], main_first: bool = False) -> R:
+        """fn() on every rank; if it fails on any, every rank raises that rank's error, so
+        none waits forever for one that gave up (a missing file on one host, a full disk).
+        With `main_first`, rank 0 runs it before the others, which then find what it fetched
+        or wrote where the disk is shared."""
+        if self.comm is None:
+            return fn()
+        result, error = None, ""
+        if main_first:
+            if self.main:
+                result, error = _attempt(fn)
+            error = self.comm.bcast(error)
+            if error:
+                raise RanksError(error)
+        if not (main_first and self.main):
+            result, error = _attempt(fn)
+        errors = self.comm.allgather(error)
+        failed = [r for r, e in enumerate(errors) if e]
+        if failed:
+            r = failed[0]
+            raise RanksError(errors[r] if r == 0 else f"rank {r}: {errors[r]}")
+        return result
+
+    def on_main(self, fn: Callable[[], object]) -> None:
+        """fn() on rank 0 alone (the one that writes); if it fails, every rank raises."""
+        self.together(fn if self.main else lambda: None)
+
+    # --- output and failure --------------------------------------------------------------
+    def quiet_other_ranks(self) -> None:
+        """Rank 0 alone prints: the others' stdout and stderr go to the null device; an error
+        that only one of them meets still reaches the terminal (see `fail`)."""
+        if self.main or self.comm is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._error_fd = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def fail(self, message: str, code: int = 1):
+        """End every rank after an error only this one met: its line, then MPI_Abort (the
+        others may be waiting in a collective and would never learn of it)."""
+        if self._error_fd is not None:
+            os.write(self._error_fd, f"Error: rank {self.rank}: {message}\n".encode())
+        else:
+            print(f"Error: {message}", file=sys.stderr, flush=True)
+        self.comm.Abort(code)
+
+
+def _attempt(fn: Callable[[], R]) -> tuple[R | None, str]:
+    """(fn(), "") or (None, the message of an error a user can cause)."""
+    try:
+        return fn(), ""
+    except (LMError, OSError, MemoryError) as e:
+        return None, str(e) or type(e).__name__
+
+
+@functools.cache
+def world() -> Group:
+    """The ranks this process was launched with: all of MPI_COMM_WORLD under mpiexec, or
+    the process alone."""
+    size = launched_size()
+    if size <= 1:
+        return Group()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise LMError(
+            f"started by an MPI launcher with {size} processes, but mpi4py is not installed: "
+            f"{INSTALL}"
+        ) from None
+    return Group(MPI.COMM_WORLD)
+
+
+def mpiexec_command(procs: int, argv: list[str]) -> list[str]:
+    """The command that runs `lstm-lm ARGV` on `procs` ranks of this machine: the mpiexec
+    installed beside this Python (the mpich wheel's) or on PATH."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        raise LMError(f"--procs needs MPI: {INSTALL}") from None
+    beside = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if mpiexec is None:
+        raise LMError(f"--procs needs an mpiexec on PATH: {INSTALL}")
+    return [mpiexec, "-n", str(procs), sys.executable, "-m", "lstm_lm", *argv]

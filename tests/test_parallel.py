@@ -1,0 +1,213 @@
+"""Data-parallel training on MPI ranks: P processes make the updates of one.
+
+Every test launches its ranks with mpiexec (the mpich wheel of the test extra) from a
+subprocess, on a word corpus of 300 types so the ranks' windows touch different token rows.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lstm_lm.checkpoint import read_meta
+from lstm_lm.parallel import mpiexec_command
+
+pytest.importorskip("mpi4py")
+
+RUN = (
+    "train --layers 2 --hidden 16 --batch-size 8 --bptt 10 --dtype float64 --dropout 0.3 "
+    "--eval-every 15 --quiet"
+).split()
+
+
+def lm(*args, procs=1, timeout=60):
+    """`lstm-lm ARGS` on `procs` ranks (one: a plain process, no MPI)."""
+    args = [str(a) for a in args]
+    cmd = mpiexec_command(procs, args) if procs > 1 else [sys.executable, "-m", "lstm_lm", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def words(tmp_path_factory):
+    """train/valid/test of Zipf-distributed words over 300 types, 20 words a line."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("words")
+    p = 1 / np.arange(1, 301)
+    for name, n in (("train", 30_000), ("valid", 3_000), ("test", 3_000)):
+        ids = rng.choice(300, n, p=p / p.sum())
+        lines = [" ".join(f"w{i}" for i in ids[s : s + 20]) for s in range(0, n, 20)]
+        (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k != "meta"}
+
+
+def assert_same_run(a, b, rel=1e-10):
+    """Two run directories hold the same last.npz (every parameter, optimiser moment and
+    hidden state within `rel` of the largest entry) and the same validation losses."""
+    A, B = arrays(a / "last.npz"), arrays(b / "last.npz")
+    assert A.keys() == B.keys()
+    for k in A:
+        assert A[k].shape == B[k].shape, k
+        scale = max(float(np.abs(A[k]).max()), 1e-300)
+        assert np.abs(A[k] - B[k]).max() <= rel * scale, k
+    va, vb = valid_losses(a), valid_losses(b)
+    assert max(va) == max(vb)  # the last evaluation, and those at the same steps
+    for step in va.keys() & vb.keys():
+        assert va[step] == pytest.approx(vb[step], rel=rel)
+
+
+def valid_losses(run) -> dict[int, float]:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {m["step"]: m["valid_loss"] for m in lines}
+
+
+def fields(obj):
+    """The nested keys of a JSON object."""
+    if isinstance(obj, dict):
+        return {k: fields(v) for k, v in obj.items()}
+    return [fields(v) for v in obj] if isinstance(obj, list) else None
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [["--optimizer", "sgd", "--input-dropout", "0.2"], ["--optimizer", "adam", "--lr", "0.01"]],
+)
+def test_two_processes_make_the_updates_of_one(words, tmp_path, optimizer):
+    args = [*RUN, "--data", words, "--max-steps", 30, *optimizer]
+    one = lm(*args, "--out", tmp_path / "p1")
+    two = lm(*args, "--out", tmp_path / "p2", procs=2)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert_same_run(tmp_path / "p1", tmp_path / "p2")
+    # not trivially: training moved the model between its two evaluations
+    valid = valid_losses(tmp_path / "p2")
+    assert abs(valid[15] - valid[30]) > 1e-3
+    # the checkpoint does not say how many processes wrote it: the same fields, the same
+    # configuration
+    m1, m2 = read_meta(tmp_path / "p1" / "last.npz"), read_meta(tmp_path / "p2" / "last.npz")
+    assert fields(m1) == fields(m2)
+    assert m1["train_config"] == m2["train_config"] and m1["config"] == m2["config"]
+
+
+def test_a_run_resumes_on_another_number_of_processes(words, tmp_path):
+    args = [*RUN, "--data", words, "--input-dropout", "0.2"]
+    assert lm(*args, "--max-steps", 30, "--out", tmp_path / "whole").returncode == 0
+    for first, then in ((2, 1), (1, 2)):
+        out = tmp_path / f"{first}to{then}"
+        r = lm(*args, "--max-steps", 17, "--out", out, procs=first)
+        assert r.returncode == 0, r.stderr
+        r = lm("train", "--resume", out, "--max-steps", 30, "--quiet", procs=then)
+        assert r.returncode == 0, r.stderr
+        assert_same_run(tmp_path / "whole", out)
+
+
+def test_eval_over_processes_reports_what_one_does(words, tmp_path):
+    out = tmp_path / "run"
+    assert lm(*RUN, "--data", words, "--max-steps", 15, "--out", out).returncode == 0
+    for batch in (4, 3):  # 3 streams: ranks with 2 and 1
+        args = ["eval", out, "--split", "valid", "--batch-size", batch, "--json"]
+        one, two = lm(*args), lm(*args, procs=2)
+        assert one.returncode == 0 and two.returncode == 0, two.stderr
+        a, b = json.loads(one.stdout), json.loads(two.stdout)
+        assert a["tokens"] == b["tokens"] and a["split"] == b["split"] == "valid"
+        assert b["nll"] == pytest.approx(a["nll"], rel=1e-12)
+        assert two.stdout.count("\n") == 1  # rank 0 alone prints
+
+
+def test_an_error_on_one_rank_ends_every_rank(words, tmp_path):
+    """A training file missing on one host: rank 1 runs where it is not."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "here").mkdir()
+    (tmp_path / "here" / "train.txt").write_text((words / "train.txt").read_text())
+    mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+    rank = [python, "-m", "lstm_lm", *RUN, "--train", "train.txt", "--out", tmp_path / "r"]
+    cmd = [mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
+           "-n", "1", "-wdir", tmp_path / "elsewhere", *rank]  # fmt: skip
+    t0 = time.monotonic()
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t0 < 20
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error")]
+    missing = tmp_path / "elsewhere" / "train.txt"
+    assert errors == [f"Error: rank 1: {missing}: no such file; check the path"]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "/proc/none"], "cannot write to run directory /proc/none"),
+        # every rank sees the whole batch's loss become nan
+        (["--dtype", "float32", "--lr", "1e38", "--clip", "0", "--out", "OUT"], "loss became nan"),
+        (["--batch-size", "9", "--out", "OUT"], "--batch-size 9 does not split evenly over 2"),
+    ],
+)
+def test_run_errors_end_every_rank_with_one_line(words, tmp_path, args, message):
+    args = [str(tmp_path / "r") if a == "OUT" else a for a in args]
+    r = lm(*RUN, "--data", words, "--max-steps", 5, *args, procs=2)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and message in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_ranks_must_agree_on_the_command(words, tmp_path):
+    r = lm(*RUN, "--data", words, "--procs", 3, procs=2)
+    assert r.returncode == 2 and "--procs 3 does not match the 2 processes" in r.stderr
+    mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+    base = [python, "-m", "lstm_lm", *RUN, "--data", words, "--out", tmp_path / "r"]
+    cmd = [mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "the command lines differ between processes" in r.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_procs_launches_mpiexec(words, tmp_path):
+    args = [*RUN, "--data", words, "--max-steps", 15]
+    r = lm(*args, "--procs", 2, "--out", tmp_path / "p2")
+    assert r.returncode == 0, r.stderr
+    assert "2 processes" not in r.stderr  # --quiet; the run says it in its description:
+    r2 = lm(*[a for a in args if a != "--quiet"], "--procs", 2, "--out", tmp_path / "again")
+    assert "; 2 processes ->" in r2.stderr
+    assert lm(*args, "--out", tmp_path / "p1").returncode == 0
+    assert_same_run(tmp_path / "p1", tmp_path / "p2")
+
+
+def test_sigterm_to_mpiexec_saves_last_once_and_stops(words, tmp_path):
+    out = tmp_path / "r"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 100, "--out", out]
+    proc = subprocess.Popen(
+        [str(a) for a in mpiexec_command(2, [str(a) for a in args if a != "--quiet"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (out / "last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = read_meta(out / "last.npz")["train_state"]["step"]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    step = read_meta(out / "last.npz")["train_state"]["step"]
+    assert step > first and f"stopped: step {step:,}" in err
+    assert err.count("stopping after this step and saving") == 1
+
+
+def test_bench_reports_bytes_exchanged(tmp_path):
+    args = ["bench", "--layers", 1, "--hidden", 16, "--vocab", 10_000, "--repeats", 3, "--json"]
+    r = lm(*args, procs=2)
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
+    assert b["procs"] == 2 and b["train_tokens_per_s"] > 0
+    H, G, V = 16, 64, 10_000
+    dense = 4 * (H * G + G + H * V + V)  # l0.W's h rows, l0.b, Wy, by (float32)
+    # more than the dense gradients, less than with the whole V x 4H block of token rows
+    assert dense < b["bytes_per_step"] < dense + 4 * V * G
