@@ -73,7 +73,7 @@ class LanguageModel:
         self.params = params
         self.dtype = params["Wy"].dtype
         self.threads = threads or Threads()
-        self.grads, self._dense_grads = self._gradient_buffers()  # reused by every step
+        self.grads, self.dense_grads = self._gradient_buffers()  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
 
@@ -273,7 +273,7 @@ class LanguageModel:
         if group.size == 1:
             return r
         H = self.config.hidden
-        group.sum_(self._dense_grads)
+        group.sum_(self.dense_grads)
         rows = group.union(r.token_rows)
         dW = self.grads["l0.W"]
         drows = np.zeros((len(rows), dW.shape[1]), self.dtype)  # (U, G)
