@@ -307,6 +307,10 @@ class LanguageModel:
     def _nll(self, x, y, state, keep=None) -> tuple[np.ndarray, State]:
         """NLL of each target, time-major (T * B,), and the final state; where `keep` (T * B,)
         is given, of those targets only (0 elsewhere)."""
+        with self.threads.evaluation():
+            return self._nll_window(x, y, state, keep)
+
+    def _nll_window(self, x, y, state, keep) -> tuple[np.ndarray, State]:
         top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
         B, T = x.shape
         top, targets = top.reshape(B * T, -1), y.T.ravel()

@@ -36,6 +36,8 @@ class Consoles:
 
     def __init__(self, quiet: bool = False):
         self.out = Console(highlight=False, soft_wrap=True)
+        if not self.out.is_terminal:  # a pipe or a file: tables as wide as they need
+            self.out.width = 160
         self.log = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -1,0 +1,59 @@
+"""How the model uses the cores: evaluation drops to one thread while other processes keep
+the machine busy, and gives the same figures either way."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from lstm_lm.config import ModelConfig
+from lstm_lm.model import LanguageModel
+from lstm_lm.threads import OtherLoad, Threads
+
+SPIN = "import time\nend = time.monotonic() + {}\nwhile time.monotonic() < end: pass"
+
+
+def blas_threads() -> int:
+    return max(d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
+def test_other_load_counts_other_processes_not_this_one():
+    load = OtherLoad(every=0.0)
+    exec(SPIN.format(0.6))  # this process busy: not counted
+    own = load()
+    child = subprocess.Popen([sys.executable, "-c", SPIN.format(1.5)])
+    time.sleep(0.3)
+    load()  # from here on, the child alone spins
+    time.sleep(0.8)
+    other = load()
+    child.wait()
+    assert 0.6 <= other <= 1.3
+    assert own <= other - 0.5
+
+
+def test_evaluation_runs_on_one_thread_when_the_machine_is_busy():
+    threads = Threads()
+    quiet = blas_threads()
+    threads.other_load = lambda: 1.0  # another process keeps a core busy
+    with threads.evaluation():
+        assert blas_threads() == 1 and threads._serial
+    assert blas_threads() == quiet and not threads._serial
+    threads.other_load = lambda: 0.0
+    with threads.evaluation():
+        assert blas_threads() == quiet
+
+
+def test_evaluation_gives_the_same_figures_busy_or_quiet():
+    config = ModelConfig(vocab_size=300, hidden=64, layers=2)
+    rng = np.random.default_rng(0)
+    model = LanguageModel.init(config, rng)
+    x, y = rng.integers(0, 300, (8, 35)), rng.integers(0, 300, (8, 35))
+    model.threads.other_load = lambda: 0.0
+    quiet, _ = model.nll(x, y, model.init_state(8))
+    model.threads.other_load = lambda: 2.0
+    busy, _ = model.nll(x, y, model.init_state(8))
+    assert busy == pytest.approx(quiet, rel=1e-6)
