@@ -47,18 +47,32 @@ def embed_forward(
     return xproj
 
 
+# Windows with at most this many distinct tokens sum their token rows' gradients as one
+# GEMM with the one-hot matrix of positions (U x N x G multiply-adds), others by a segmented
+# sum after sorting (measured, 2 cores of a Xeon: char level, U 50 of N 1,600, G 2,048:
+# 1.9 ms vs 20 ms; U ~ 400 of 400, G 800: 0.8 vs 1.1 ms; U ~ 700 of 700, G 2,600: equal).
+ONE_HOT_ROWS = 512
+
+
 def embed_backward(dxproj: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gradient of the token rows, sparse: the U distinct tokens of the window and their rows.
 
     dxproj: (T, B, G); tokens: (T, B). Returns rows (U,) sorted ids and drows (U, G), the
-    sum of dxproj over each token's positions (a segmented sum after sorting, not a
-    product with a one-hot matrix). Every other row of dWx is zero.
+    sum of dxproj over each token's positions (a product with the (U, N) one-hot matrix of
+    positions when U is small, else a segmented sum after sorting). Every other row of dWx
+    is zero.
     """
     flat = tokens.ravel()
+    d2 = dxproj.reshape(-1, dxproj.shape[-1])  # (N, G)
     order = np.argsort(flat, kind="stable")
     ids = flat[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    return ids[starts], np.add.reduceat(dxproj.reshape(-1, dxproj.shape[-1])[order], starts, axis=0)
+    new = np.r_[True, ids[1:] != ids[:-1]]
+    starts = np.flatnonzero(new)
+    if len(starts) > ONE_HOT_ROWS:
+        return ids[starts], np.add.reduceat(d2[order], starts, axis=0)
+    onehot = np.zeros((len(starts), len(flat)), dxproj.dtype)  # (U, N)
+    onehot[np.cumsum(new) - 1, order] = 1
+    return ids[starts], onehot @ d2
 
 
 def linear_forward(x: np.ndarray, Wx: np.ndarray, b: np.ndarray) -> np.ndarray:

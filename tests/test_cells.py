@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_lm import checkpoint
-from lstm_lm.cells import layer_backward, layer_forward, layer_init
+from lstm_lm.cells import ONE_HOT_ROWS, embed_backward, layer_backward, layer_forward, layer_init
 from lstm_lm.cli import main
 from lstm_lm.config import ModelConfig
 from lstm_lm.gradcheck import TOLERANCE, check_gradients, entries, max_relative_error
@@ -137,3 +137,16 @@ def test_cells_through_the_cli(cell, markov_corpus, tmp_path):
 def test_chrono_needs_janet():
     r = invoke("train", "--cell", "lstm", "--chrono", 50)
     assert r.exit_code == 2 and "Error: --chrono needs --cell janet" in r.output
+
+
+@pytest.mark.parametrize("vocab", [20, 5_000])  # few distinct tokens (one-hot GEMM), many (sort)
+def test_token_rows_gradient_sums_each_tokens_positions(vocab):
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, (40, 25))  # T x B: 1,000 positions
+    dxproj = rng.standard_normal((40, 25, 12))
+    rows, drows = embed_backward(dxproj, tokens)
+    assert (len(rows) <= ONE_HOT_ROWS) == (vocab == 20)  # both ways are exercised
+    dense = np.zeros((vocab, 12))
+    np.add.at(dense, tokens.ravel(), dxproj.reshape(-1, 12))
+    np.testing.assert_array_equal(rows, np.unique(tokens))
+    np.testing.assert_allclose(drows, dense[rows], rtol=1e-12, atol=1e-12)
