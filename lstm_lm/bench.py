@@ -9,15 +9,30 @@ batch-1, dense one-hot formulation (lstm_lm.literal) can be timed beside it as t
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from lstm_lm.cells import ONE_HOT_ROWS
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import Group
-from lstm_lm.timing import median_rate
+from lstm_lm.timing import Phases, median_rate
 from lstm_lm.train import check_memory, train_step
+
+
+def _setup(config: ModelConfig, tc: TrainConfig, group: Group):
+    """A model, its optimiser and this rank's block of a random (B, T) window."""
+    check_memory(config, tc)
+    rng = np.random.default_rng(tc.seed)
+    model = LanguageModel.init(config, rng, tc.dtype)
+    opt = OPTIMIZERS[tc.optimizer](model.params)
+    B, T, V = tc.batch_size, tc.bptt, config.vocab_size
+    block = group.block(B)
+    x, y = rng.integers(0, V, (B, T))[block], rng.integers(0, V, (B, T))[block]
+    return model, opt, x, y, rng
 
 
 def bench(
@@ -27,14 +42,9 @@ def bench(
     Over a group of ranks each takes its block of the batch, as in training; the figures
     are the whole batch's, with the bytes each rank sends per training step."""
     group = group or Group()
-    check_memory(config, tc)
-    rng = np.random.default_rng(tc.seed)
-    model = LanguageModel.init(config, rng, tc.dtype)
-    opt = OPTIMIZERS[tc.optimizer](model.params)
-    B, T, V = tc.batch_size, tc.bptt, config.vocab_size
-    block = group.block(B)
-    x, y = rng.integers(0, V, (B, T))[block], rng.integers(0, V, (B, T))[block]
+    model, opt, x, y, rng = _setup(config, tc, group)
     state = model.init_state(len(x))
+    B, T = tc.batch_size, tc.bptt
 
     def train():
         nonlocal state
@@ -50,7 +60,7 @@ def bench(
         "cell": config.cell,
         "layers": config.layers,
         "hidden": config.hidden,
-        "vocab": V,
+        "vocab": config.vocab_size,
         "batch_size": B,
         "bptt": T,
         "dtype": tc.dtype,
@@ -63,6 +73,57 @@ def bench(
         "train_tokens_per_s": round(train_rate, 1),
         "eval_tokens_per_s": round(median_rate(eval_step, B * T, warmup, repeats), 1),
         "bytes_per_step": round(sent),
+    }
+
+
+def gemm_ceiling(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n by n x n product on this process's BLAS threads (median): about
+    the fastest this CPU multiplies matrices, the floor under every GEMM of a step."""
+    a = np.random.default_rng(0).random((n, n), dtype=np.dtype(dtype))
+    out = np.empty_like(a)
+    return median_rate(lambda: np.matmul(a, a, out=out), 2 * n**3, 1, repeats) / 1e9
+
+
+def profile(
+    config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10, group=None
+) -> dict:
+    """Where a training step's time goes: milliseconds per step in each part of it (mean
+    over `repeats` steps after `warmup`; "other" is the rest of the step), each part's matrix
+    products in GFLOP, and this CPU's GEMM ceiling in GFLOP/s, so a part's time can be set
+    beside the least its products could take."""
+    group = group or Group()
+    model, opt, x, y, rng = _setup(config, tc, group)
+    state = model.init_state(len(x))
+    for _ in range(warmup):
+        state = train_step(model, opt, tc, x, y, state, tc.lr, rng, group).state
+    model.phases = phases = Phases()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        state = train_step(model, opt, tc, x, y, state, tc.lr, rng, group).state
+    step = (time.perf_counter() - t0) / repeats
+    ms = {k: 1e3 * v / repeats for k, v in phases.seconds.items()}
+    if group.size == 1:
+        del ms["sum over ranks"]  # nothing to sum: a function call, counted in "other"
+    ms["other"] = max(0.0, 1e3 * step - sum(ms.values()))
+
+    # Every cell does N x H x G multiply-adds in its forward time loop and twice that backward.
+    B, T, L, H, V = x.shape[0], x.shape[1], config.layers, config.hidden, config.vocab_size
+    N, G, U = B * T, len(model.cell.gates) * H, len(model._token_rows)
+    flops = {
+        "output GEMMs": 3 * 2 * N * H * V,
+        "time loop, forward": L * 2 * N * H * G,
+        "time loop, backward": L * 2 * 2 * N * H * G,
+        "input projections": (L - 1) * 3 * 2 * N * H * G,
+        "token rows": 2 * U * N * G if U <= ONE_HOT_ROWS else 0,
+    }
+    return {
+        "step_ms": round(1e3 * step, 3),
+        "tokens_per_s": round(tc.batch_size * T / step, 1),
+        "gemm_gflops": round(gemm_ceiling(tc.dtype), 1),
+        "parts": [
+            {"part": k, "ms": round(v, 3), "gflop": round(flops.get(k, 0) / 1e9, 4)}
+            for k, v in ms.items()
+        ],
     }
 
 

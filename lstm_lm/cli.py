@@ -27,7 +27,7 @@ from rich.table import Table
 
 from lstm_lm import LMError, __version__, checkpoint, parallel
 from lstm_lm.bench import bench as run_bench
-from lstm_lm.bench import bench_literal
+from lstm_lm.bench import bench_literal, profile
 from lstm_lm.cells import CELL_TYPES
 from lstm_lm.config import DTYPES, LEVELS, PRESETS, RESUMABLE, ModelConfig, Settings, resolve
 from lstm_lm.data import DataSource, read_text
@@ -51,6 +51,7 @@ from lstm_lm.views import (
     gradcheck_table,
     info_rows,
     learning_curve,
+    profile_table,
     score_line,
     settings_table,
     warn_unknown,
@@ -697,10 +698,16 @@ def gradcheck(cell, layers, hidden, bptt, dropout, input_dropout, seed, vocab_si
 @click.option(
     "--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow)."
 )
+@click.option(
+    "--profile",
+    "with_profile",
+    is_flag=True,
+    help="Also time each part of a training step, beside this CPU's GEMM ceiling.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @options("procs")
 @library_errors
-def bench(vocab_size, repeats, literal, as_json, procs, **settings):
+def bench(vocab_size, repeats, literal, with_profile, as_json, procs, **settings):
     """Training and evaluation tokens/s of a configuration (default: the small preset, 2 x 200,
     B 20, T 20) on synthetic tokens; under mpiexec (or --procs), of the processes together,
     with the bytes each sends per step."""
@@ -719,7 +726,12 @@ def bench(vocab_size, repeats, literal, as_json, procs, **settings):
         results.append(
             bench_literal(ModelConfig(config.vocab_size, config.hidden, config.layers), tc.bptt)
         )
+    if with_profile:
+        con.log.print("timing the parts of a training step ...")
+        results[0]["profile"] = profile(config, tc, repeats=repeats, group=world)
     if as_json:
         con.out.print(json.dumps(results if literal else results[0]))
         return
     con.out.print(bench_table(results))
+    if with_profile:
+        con.out.print(profile_table(results[0], results[0]["profile"]))

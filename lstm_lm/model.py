@@ -24,6 +24,7 @@ from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_back
 from lstm_lm.config import ModelConfig
 from lstm_lm.parallel import Group
 from lstm_lm.threads import Threads
+from lstm_lm.timing import Phases
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
 
@@ -73,6 +74,7 @@ class LanguageModel:
         self.params = params
         self.dtype = params["Wy"].dtype
         self.threads = threads or Threads()
+        self.phases = Phases(on=False)  # `lstm-lm bench --profile` turns it on
         self.grads, self.dense_grads = self._gradient_buffers()  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
@@ -177,16 +179,17 @@ class LanguageModel:
     # --- forward / backward ------------------------------------------------------------
     def _forward(self, tokens: np.ndarray, state: State, masks):
         """tokens (T, B) -> top hidden (T, B, H) after dropout, final state, caches."""
-        H = self.config.hidden
+        H, phase = self.config.hidden, self.phases
         caches, final, hs = [], [], None
         for k in range(self.config.layers):
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
-            if k == 0:
-                inp, xproj = None, embed_forward(tokens, W[H:], b, masks[0])
-            else:
-                inp = hs if masks[k] is None else hs * masks[k]
-                xproj = linear_forward(inp, W[H:], b)
-            with self._time_loop(tokens.shape[1]):
+            with phase("input projections"):
+                if k == 0:
+                    inp, xproj = None, embed_forward(tokens, W[H:], b, masks[0])
+                else:
+                    inp = hs if masks[k] is None else hs * masks[k]
+                    xproj = linear_forward(inp, W[H:], b)
+            with phase("time loop, forward"), self._time_loop(tokens.shape[1]):
                 hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
             final.append(tuple(s.copy() for s in stateT))
             caches.append((inp, cache))
@@ -222,23 +225,27 @@ class LanguageModel:
         The returned grads dict is reused by the next call.
         """
         B, T = x.shape
-        H, N = self.config.hidden, B * T
+        H, N, phase = self.config.hidden, B * T, self.phases
         if masks is None:
             dropout = self.config.dropout > 0 or self.config.input_dropout > 0
             if dropout and rng is None:
                 raise ValueError("dropout needs an rng or explicit masks")
-            masks = self.draw_masks(T, B, rng) if dropout else [None] * (self.config.layers + 1)
+            with phase("dropout masks"):
+                masks = self.draw_masks(T, B, rng) if dropout else [None] * (self.config.layers + 1)
         tokens = x.T  # (T, B)
         top, final, caches = self._forward(tokens, state, masks)
 
         Wy, g = self.params["Wy"], self.grads
         top2 = top.reshape(N, H)
-        logits = self._output(top2)  # (N, V)
-        nll = self.threads.softmax_cross_entropy_(logits, y.T.ravel(), scale / N)
-        dlogits = logits
-        np.matmul(top2.T, dlogits, out=g["Wy"])
-        np.sum(dlogits, axis=0, out=g["by"])
-        dhs = (dlogits @ Wy.T).reshape(T, B, H)
+        with phase("output GEMMs"):
+            logits = self._output(top2)  # (N, V)
+        with phase("softmax"):
+            nll = self.threads.softmax_cross_entropy_(logits, y.T.ravel(), scale / N)
+            dlogits = logits
+            np.sum(dlogits, axis=0, out=g["by"])
+        with phase("output GEMMs"):
+            np.matmul(top2.T, dlogits, out=g["Wy"])
+            dhs = (dlogits @ Wy.T).reshape(T, B, H)
         if masks[-1] is not None:
             dhs *= masks[-1]
 
@@ -246,22 +253,24 @@ class LanguageModel:
         for k in reversed(range(self.config.layers)):
             inp, cache = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
-            with self._time_loop(B):
+            with phase("time loop, backward"), self._time_loop(B):
                 dxproj, dWh, dstate0[k] = self.cell.backward(
                     dhs, (None,) * self.cell.n_state, cache
                 )
             dW[:H] = dWh
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
-                rows, drows = embed_backward(
-                    dxproj if masks[0] is None else dxproj * masks[0], tokens
-                )
-                dW[H + self._token_rows] = 0
-                dW[H + rows] = drows
-                self._token_rows = rows
+                with phase("token rows"):
+                    rows, drows = embed_backward(
+                        dxproj if masks[0] is None else dxproj * masks[0], tokens
+                    )
+                    dW[H + self._token_rows] = 0
+                    dW[H + rows] = drows
+                    self._token_rows = rows
             else:
-                dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
-                dhs = dinp if masks[k] is None else dinp * masks[k]
+                with phase("input projections"):
+                    dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
+                    dhs = dinp if masks[k] is None else dinp * masks[k]
         touched = np.concatenate([np.arange(H), H + rows])
         return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched}, rows)
 

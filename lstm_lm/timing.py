@@ -1,5 +1,6 @@
-"""Timing helper shared by `lstm-lm bench` and the PyTorch reference script (no dependencies)."""
+"""Timing helpers shared by `lstm-lm bench` and the PyTorch reference script (no dependencies)."""
 
+import contextlib
 import statistics
 import time
 
@@ -15,3 +16,26 @@ def median_rate(fn, tokens: int, warmup: int, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return tokens / statistics.median(times)
+
+
+_UNTIMED = contextlib.nullcontext()
+
+
+class Phases:
+    """Wall time of the named parts of a step, summed over calls: `with phases("softmax"):`.
+    Off (how models are built) it times nothing and costs one call per part."""
+
+    def __init__(self, on: bool = True):
+        self.on = on
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        return self._timed(name) if self.on else _UNTIMED
+
+    @contextlib.contextmanager
+    def _timed(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0

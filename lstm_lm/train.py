@@ -122,18 +122,22 @@ def train_step(
     finite the parameters are left as they were (`fit` stops there).
     Over a group of ranks x, y and state are this rank's block of the batch; the dropout
     masks are drawn for the whole batch and sliced, so the step does not depend on P."""
-    group, masks, T = group or Group(), None, x.shape[1]
+    group, masks, T, phase = group or Group(), None, x.shape[1], model.phases
     if group.size > 1 and (model.config.dropout > 0 or model.config.input_dropout > 0):
         B = x.shape[0] * group.size
-        masks = [m if m is None else m[:, group.block(B)] for m in model.draw_masks(T, B, rng)]
+        with phase("dropout masks"):
+            masks = [m if m is None else m[:, group.block(B)] for m in model.draw_masks(T, B, rng)]
     with np.errstate(over="ignore", invalid="ignore"):  # divergence: caught below, one line
         r = model.loss_and_grads(x, y, state, rng=rng, masks=masks, scale=T / group.size)
-        r = model.sum_over(r, group)
-        norm = clip_global_norm_(r.grads, tc.clip, r.rows)
+        with phase("sum over ranks"):
+            r = model.sum_over(r, group)
+        with phase("clipping"):
+            norm = clip_global_norm_(r.grads, tc.clip, r.rows)
         step = Step(r.loss, norm, r.state)
         if step.finite:
-            model.scale_token_grads_(r, tc.token_lr_scale)
-            optimizer.step(model.params, r.grads, lr, r.rows)
+            with phase("optimiser"):
+                model.scale_token_grads_(r, tc.token_lr_scale)
+                optimizer.step(model.params, r.grads, lr, r.rows)
     return step
 
 

@@ -321,3 +321,26 @@ def bench_table(results: list[dict]) -> Table:
             row += [str(r.get("procs", 1)), f"{r.get('bytes_per_step', 0):,}"]
         table.add_row(*row)
     return table
+
+
+def profile_table(result: dict, p: dict) -> Table:
+    """One training step of `result`'s configuration, part by part (bench.profile)."""
+    table = Table(
+        title=f"one training step of {result['cell']} {result['layers']} x {result['hidden']}, "
+        f"V {result['vocab']:,}, B {result['batch_size']}, T {result['bptt']}: "
+        f"{p['step_ms']:.1f} ms",
+        caption=f"GEMM ceiling {p['gemm_gflops']:,.0f} GFLOP/s "
+        f"(2048 x 2048 x 2048 {result['dtype']} on {result['threads']} threads)",
+    )
+    for col in ["part", "ms", "share", "GEMM GFLOP", "ms at the ceiling"]:
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for part in p["parts"]:
+        floor = 1e3 * part["gflop"] / p["gemm_gflops"]
+        table.add_row(
+            part["part"],
+            f"{part['ms']:.2f}",
+            f"{part['ms'] / p['step_ms']:.0%}",
+            f"{part['gflop']:.3f}" if part["gflop"] else "-",
+            f"{floor:.2f}" if part["gflop"] else "-",
+        )
+    return table

@@ -143,6 +143,18 @@ def test_bench_command_json():
     assert (res["vocab"], res["batch_size"], res["bptt"], res["optimizer"]) == (50, 32, 50, "adam")
 
 
+def test_bench_profile():
+    opts = "--vocab 50 --hidden 8 --layers 1 --batch-size 4 --bptt 5 --repeats 2".split()
+    r = invoke("bench", *opts, "--profile", "--json")
+    assert r.exit_code == 0, r.output
+    parts = [p["part"] for p in json.loads(r.stdout)["profile"]["parts"]]
+    assert "output GEMMs" in parts and "softmax" in parts and parts[-1] == "other"
+    r = invoke("bench", *opts, "--profile")
+    assert r.exit_code == 0, r.output
+    assert "one training step of lstm 1 x 8, V 50, B 4, T 5" in r.stdout
+    assert "time loop, backward" in r.stdout and "GEMM ceiling" in r.stdout
+
+
 # --- bad input: one line, non-zero exit, no traceback ----------------------------------------
 
 
