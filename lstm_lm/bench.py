@@ -108,7 +108,7 @@ def profile(
 
     # Every cell does N x H x G multiply-adds in its forward time loop and twice that backward.
     B, T, L, H, V = x.shape[0], x.shape[1], config.layers, config.hidden, config.vocab_size
-    N, G, U = B * T, len(model.cell.gates) * H, len(model._token_rows)
+    N, G, U = B * T, len(model.cell.gates) * H, len(np.unique(x))  # U: the window's tokens
     flops = {
         "output GEMMs": 3 * 2 * N * H * V,
         "time loop, forward": L * 2 * N * H * G,

@@ -325,12 +325,18 @@ def bench_table(results: list[dict]) -> Table:
 
 def profile_table(result: dict, p: dict) -> Table:
     """One training step of `result`'s configuration, part by part (bench.profile)."""
+    n = result["threads"]
+    caption = (
+        f"GEMM ceiling {p['gemm_gflops']:,.0f} GFLOP/s "
+        f"(2048 x 2048 x 2048 {result['dtype']} on {n} thread{'s' * (n != 1)})"
+    )
+    if result["procs"] > 1:
+        caption += f"; each of {result['procs']} processes, on its block of the batch"
     table = Table(
         title=f"one training step of {result['cell']} {result['layers']} x {result['hidden']}, "
         f"V {result['vocab']:,}, B {result['batch_size']}, T {result['bptt']}: "
         f"{p['step_ms']:.1f} ms",
-        caption=f"GEMM ceiling {p['gemm_gflops']:,.0f} GFLOP/s "
-        f"(2048 x 2048 x 2048 {result['dtype']} on {result['threads']} threads)",
+        caption=caption,
     )
     for col in ["part", "ms", "share", "GEMM GFLOP", "ms at the ceiling"]:
         table.add_column(col, justify="left" if col == "part" else "right")

@@ -202,11 +202,15 @@ def test_sigterm_to_mpiexec_saves_last_once_and_stops(words, tmp_path):
 
 
 def test_bench_reports_bytes_exchanged(tmp_path):
-    args = ["bench", "--layers", 1, "--hidden", 16, "--vocab", 10_000, "--repeats", 3, "--json"]
-    r = lm(*args, procs=2)
+    args = ["bench", "--layers", 1, "--hidden", 16, "--vocab", 10_000, "--repeats", 3]
+    r = lm(*args, "--profile", "--json", procs=2)
     assert r.returncode == 0, r.stderr
     b = json.loads(r.stdout)
     assert b["procs"] == 2 and b["train_tokens_per_s"] > 0
+    parts = {p["part"]: p for p in b["profile"]["parts"]}
+    assert parts["sum over ranks"]["ms"] > 0
+    # each rank's token rows: the distinct tokens of its 10 x 20 block
+    assert 0 < parts["token rows"]["gflop"] <= 2 * 200 * 200 * 64 / 1e9
     H, G, V = 16, 64, 10_000
     dense = 4 * (H * G + G + H * V + V)  # l0.W's h rows, l0.b, Wy, by (float32)
     # more than the dense gradients, less than with the whole V x 4H block of token rows
