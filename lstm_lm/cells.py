@@ -27,6 +27,17 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def transposed(W: np.ndarray) -> np.ndarray:
+    """W.T as a C-contiguous copy, (G, H) from (H, G). The backward time loop multiplies by
+    W.T at every step, and a product with a contiguous matrix is 20-25% faster than with a
+    transposed view (measured: (32, 2,048) x (2,048, 512) 411 vs 509 us); copied by blocks of
+    64 rows, as one strided copy of a 512-row matrix is 2.6x slower (cache-set conflicts)."""
+    out = np.empty(W.shape[::-1], W.dtype)
+    for r in range(0, W.shape[0], 64):
+        out[:, r : r + 64] = W[r : r + 64].T
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Input projections: the [x] part of [h, x] W, for all T steps at once.
 
@@ -155,6 +166,7 @@ def lstm_backward(
     dc = np.zeros((B, H), dt) if dstate[1] is None else dstate[1].astype(dt, copy=True)
     tmp = np.empty((B, H), dt)
     dsig = np.empty((B, 3 * H), dt)
+    WhT = transposed(Wh)  # (4H, H)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
         f, i, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -178,7 +190,7 @@ def lstm_backward(
         np.multiply(g, g, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dg *= tmp
-        np.matmul(d, Wh.T, out=dh_next)
+        np.matmul(d, WhT, out=dh_next)
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, G)
     return da, dWh, (dh_next, dc)
 
@@ -213,13 +225,14 @@ def rnn_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: RNNCa
         np.zeros((B, H), h.dtype) if dstate[0] is None else dstate[0].astype(h.dtype, copy=True)
     )
     tmp = np.empty((B, H), h.dtype)
+    WhT = transposed(Wh)  # (H, H)
     for t in reversed(range(T)):
         d = da[t]
         np.add(dhs[t], dh_next, out=d)
         np.multiply(h[t + 1], h[t + 1], out=tmp)
         np.subtract(1, tmp, out=tmp)
         d *= tmp  # through tanh
-        np.matmul(d, Wh.T, out=dh_next)
+        np.matmul(d, WhT, out=dh_next)
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, H)
     return da, dWh, (dh_next,)
 
@@ -274,6 +287,7 @@ def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCa
     drh = np.empty((B, H), dt)
     dh_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
     tmp, dsig = np.empty((B, H), dt), np.empty((B, 2 * H), dt)
+    WhT = transposed(Wh)  # (3H, H)
     for t in reversed(range(T)):
         a, d = act[t], da[t]
         z, r, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
@@ -287,14 +301,14 @@ def gru_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: GRUCa
         np.subtract(1, tmp, out=tmp)
         dn *= tmp  # through tanh
         np.multiply(dh, z, out=dh_next)  # direct path z * h_prev
-        np.matmul(dn, Wh[:, 2 * H :].T, out=drh)
+        np.matmul(dn, WhT[2 * H :], out=drh)
         np.multiply(drh, h[t], out=dr)
         drh *= r
         dh_next += drh
         np.subtract(1, a[:, : 2 * H], out=dsig)
         dsig *= a[:, : 2 * H]
         d[:, : 2 * H] *= dsig  # through the sigmoids
-        np.matmul(d[:, : 2 * H], Wh[:, : 2 * H].T, out=tmp)
+        np.matmul(d[:, : 2 * H], WhT[: 2 * H], out=tmp)
         dh_next += tmp
     dWh = np.empty_like(Wh)
     dWh[:, : 2 * H] = h[:-1].reshape(T * B, H).T @ da[:, :, : 2 * H].reshape(T * B, 2 * H)
@@ -355,6 +369,7 @@ def janet_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: JAN
     dc = np.empty((B, H), dt)
     dc_next = np.zeros((B, H), dt) if dstate[0] is None else dstate[0].astype(dt, copy=True)
     tmp, tmp2 = np.empty((B, H), dt), np.empty((B, H), dt)
+    WhT = transposed(Wh)  # (2H, H)
     for t in reversed(range(T)):
         ds, dg = da[t, :, :H], da[t, :, H:]
         np.add(dhs[t], dc_next, out=dc)
@@ -374,7 +389,7 @@ def janet_backward(dhs: np.ndarray, dstate: tuple[np.ndarray | None], cache: JAN
         np.subtract(1, tmp, out=tmp)
         dg *= tmp
         np.multiply(dc, f[t], out=dc_next)
-        np.matmul(da[t], Wh.T, out=tmp2)
+        np.matmul(da[t], WhT, out=tmp2)
         dc_next += tmp2
     dWh = h[:-1].reshape(T * B, H).T @ da.reshape(T * B, 2 * H)
     return da, dWh, (dc_next,)

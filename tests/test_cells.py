@@ -7,7 +7,14 @@ import pytest
 from click.testing import CliRunner
 
 from lstm_lm import checkpoint
-from lstm_lm.cells import ONE_HOT_ROWS, embed_backward, layer_backward, layer_forward, layer_init
+from lstm_lm.cells import (
+    ONE_HOT_ROWS,
+    embed_backward,
+    layer_backward,
+    layer_forward,
+    layer_init,
+    transposed,
+)
 from lstm_lm.cli import main
 from lstm_lm.config import ModelConfig
 from lstm_lm.gradcheck import TOLERANCE, check_gradients, entries, max_relative_error
@@ -150,3 +157,11 @@ def test_token_rows_gradient_sums_each_tokens_positions(vocab):
     np.add.at(dense, tokens.ravel(), dxproj.reshape(-1, 12))
     np.testing.assert_array_equal(rows, np.unique(tokens))
     np.testing.assert_allclose(drows, dense[rows], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 4), (5, 20), (64, 256), (130, 520)])
+def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
+    W = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    WT = transposed(W)
+    assert WT.flags.c_contiguous and WT.dtype == W.dtype
+    np.testing.assert_array_equal(WT, W.T)
