@@ -482,7 +482,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs):
     c, ids, name = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size), main_first=True
     )
-    nll, n = evaluate(c.model, ids, batch_size, c.train_config.bptt, world)
+    nll, n = evaluate(c.model, ids, batch_size, group=world)
     bpc = bits_per_char(nll / n, c.vocab.level)
     result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
     if as_json:

@@ -44,7 +44,8 @@ def test_a_line_scores_what_eval_gives_after_an_empty_line(markov_chain_run, tmp
         r = invoke("score", out, "-", "--json", input=line + "\n")
         sc = json.loads(r.stdout)
         assert sc["tokens"] == ev["tokens"]
-        assert sc["logprob"] == pytest.approx(-ev["nll"] * ev["tokens"], rel=1e-9)
+        # float32 sums in windows of other lengths: equal to their rounding
+        assert sc["logprob"] == pytest.approx(-ev["nll"] * ev["tokens"], rel=1e-6)
 
 
 def test_scores_are_the_true_log_probabilities_of_the_chain(markov_chain_run):
