@@ -94,8 +94,8 @@ class LanguageModel:
         return {k: grads[k] for k in self.params}, flat[:dense]
 
     def _time_loop(self, B: int):
-        H = self.config.hidden
-        return self.threads.time_loop(B * H * len(self.cell.gates) * H)
+        H, G = self.config.hidden, len(self.cell.gates) * self.config.hidden
+        return self.threads.time_loop(B * H * G, H * G * self.dtype.itemsize)
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -333,9 +333,11 @@ class LanguageModel:
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""
-        return self._forward(x.T, state, [None] * (self.config.layers + 1))[1]
+        with self.threads.evaluation():
+            return self._forward(x.T, state, [None] * (self.config.layers + 1))[1]
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""
-        top, final, _ = self._forward(tokens[None, :], state, [None] * (self.config.layers + 1))
-        return self._output(top[0]).astype(np.float64), final
+        with self.threads.evaluation():
+            top, final, _ = self._forward(tokens[None, :], state, [None] * (self.config.layers + 1))
+            return self._output(top[0]).astype(np.float64), final

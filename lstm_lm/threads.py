@@ -1,9 +1,10 @@
 """How the model uses the CPU's cores, kept apart from the maths.
 
-Three decisions live here: the time loop's per-step products (B x H by H x G) are too small
-for threaded BLAS, so they run on one BLAS thread; the softmax rows, whose float32 `exp`
-releases the GIL, are spread over a small thread pool while the BLAS threads are idle; and
-evaluation runs on one thread while other processes keep the cores busy. There, idle BLAS
+Three decisions live here: the time loop's per-step products (B x H by H x G) are mostly too
+small for threaded BLAS, so they run on one BLAS thread (not the large ones, nor those whose
+weights outgrow a core's cache); the softmax rows, whose float32 `exp` releases the GIL, are
+spread over a small thread pool while the BLAS threads are idle; and evaluation and sampling
+run on one thread while other processes keep the cores busy. There, idle BLAS
 threads spinning for their next task take the core from the thread doing the work: `eval` at
 batch 1 of a 2 x 200 model beside one busy process took 12.8 s with two threads, 6.6 s with
 one (5.2 s on a quiet machine). Training keeps its threads (its products are large, and a
@@ -25,8 +26,12 @@ from lstm_lm.parallel import cores_per_rank
 
 # Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread:
 # threaded BLAS gains nothing on them, and when another process keeps the cores busy its
-# threads spin on each other (measured: 80x slower steps for a 1 x 128 model).
+# threads spin on each other (measured: 80x slower steps for a 1 x 128 model) ...
 SERIAL_BLAS_MACS = 8_000_000
+# ... unless their weights are larger than this: each step then streams the weights from
+# memory, and two cores' caches hold twice as much of them (batch 1, 1 x 512: the step's
+# (1, 512) x (512, 2,048) product 143 us on one thread, 45 us on two; 1 x 650: 232 vs 88 us).
+SERIAL_BLAS_WEIGHT_BYTES = 1 << 20
 
 
 class OtherLoad:
@@ -72,9 +77,10 @@ class Threads:
         self.other_load = OtherLoad()
         self._serial = False  # evaluation on one thread (the machine is busy)
 
-    def time_loop(self, macs_per_step: int):
-        """Context for a time loop whose per-step GEMM has this many multiply-adds."""
-        if macs_per_step < SERIAL_BLAS_MACS:
+    def time_loop(self, macs_per_step: int, weight_bytes: int):
+        """Context for a time loop whose per-step GEMM has this many multiply-adds, by a
+        weight matrix of this many bytes."""
+        if macs_per_step < SERIAL_BLAS_MACS and weight_bytes <= SERIAL_BLAS_WEIGHT_BYTES:
             return self._blas.limit(limits=1, user_api="blas")
         return contextlib.nullcontext()
 

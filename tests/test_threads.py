@@ -47,6 +47,32 @@ def test_evaluation_runs_on_one_thread_when_the_machine_is_busy():
         assert blas_threads() == quiet
 
 
+def test_time_loop_threads_only_large_products_or_large_weights():
+    threads = Threads()
+    quiet = blas_threads()
+    with threads.time_loop(macs_per_step=20 * 200 * 800, weight_bytes=4 * 200 * 800):
+        assert blas_threads() == 1  # small: one thread
+    with threads.time_loop(macs_per_step=1 * 512 * 2048, weight_bytes=4 * 512 * 2048):
+        assert blas_threads() == quiet  # batch 1, but 4 MB of weights streamed every step
+    with threads.time_loop(macs_per_step=32 * 512 * 2048, weight_bytes=4 * 512 * 2048):
+        assert blas_threads() == quiet
+
+
+def test_sampling_runs_on_one_thread_when_the_machine_is_busy(monkeypatch):
+    config = ModelConfig(vocab_size=50, hidden=512, layers=1)
+    model = LanguageModel.init(config, np.random.default_rng(0))
+    seen = []
+    forward = model._forward
+    monkeypatch.setattr(model, "_forward", lambda *a: seen.append(blas_threads()) or forward(*a))
+    quiet = blas_threads()
+    model.threads.other_load = lambda: 1.0
+    state = model.advance(np.array([[1, 2, 3]]), model.init_state(1))
+    logits, _ = model.step(np.array([4]), state)
+    model.threads.other_load = lambda: 0.0
+    model.step(np.array([4]), state)
+    assert seen == [1, 1, quiet] and logits.shape == (1, 50)
+
+
 def test_evaluation_gives_the_same_figures_busy_or_quiet():
     config = ModelConfig(vocab_size=300, hidden=64, layers=2)
     rng = np.random.default_rng(0)
