@@ -77,12 +77,23 @@ class Threads:
         self.other_load = OtherLoad()
         self._serial = False  # evaluation on one thread (the machine is busy)
 
-    def time_loop(self, macs_per_step: int, weight_bytes: int):
+    def time_loop(self, macs_per_step: int, weight_bytes: int, keeps_bits=lambda: False):
         """Context for a time loop whose per-step GEMM has this many multiply-adds, by a
-        weight matrix of this many bytes."""
-        if macs_per_step < SERIAL_BLAS_MACS and weight_bytes <= SERIAL_BLAS_WEIGHT_BYTES:
-            return self._blas.limit(limits=1, user_api="blas")
+        weight matrix of this many bytes. Large products are threaded, but while other
+        processes keep the cores busy they run on one thread too, if `keeps_bits()` says the
+        loop gives the same bits that way: threads that share a core with another process
+        wait for its time slices at every step (char training beside two busy processes:
+        441 tokens/s in some runs, against 4,297 in others)."""
+        small = macs_per_step < SERIAL_BLAS_MACS and weight_bytes <= SERIAL_BLAS_WEIGHT_BYTES
+        if self._serial or self.cores == 1:
+            return contextlib.nullcontext()  # on one thread already
+        if small or (self.other_load() >= 0.5 and keeps_bits()):
+            return self.serial()
         return contextlib.nullcontext()
+
+    def serial(self):
+        """Context: BLAS on one thread."""
+        return self._blas.limit(limits=1, user_api="blas")
 
     @contextlib.contextmanager
     def evaluation(self):
@@ -91,7 +102,7 @@ class Threads:
         if self.other_load() < 0.5:
             yield
             return
-        with self._blas.limit(limits=1, user_api="blas"):
+        with self.serial():
             self._serial = True
             try:
                 yield

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from lstm_lm.config import ModelConfig
+from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.model import LanguageModel
+from lstm_lm.optim import Adam
 from lstm_lm.threads import OtherLoad, Threads
+from lstm_lm.train import train_step
 
 SPIN = "import time\nend = time.monotonic() + {}\nwhile time.monotonic() < end: pass"
 
@@ -56,6 +58,67 @@ def test_time_loop_threads_only_large_products_or_large_weights():
         assert blas_threads() == quiet  # batch 1, but 4 MB of weights streamed every step
     with threads.time_loop(macs_per_step=32 * 512 * 2048, weight_bytes=4 * 512 * 2048):
         assert blas_threads() == quiet
+
+
+def test_large_time_loops_go_to_one_thread_on_a_busy_machine_only_if_bits_are_kept():
+    threads, asked = Threads(), []
+    quiet = blas_threads()
+    big = dict(macs_per_step=32 * 512 * 2048, weight_bytes=4 * 512 * 2048)
+
+    def keeps(answer):
+        return lambda: asked.append(answer) or answer
+
+    threads.other_load = lambda: 0.0
+    with threads.time_loop(**big, keeps_bits=keeps(True)):
+        assert blas_threads() == quiet and asked == []  # quiet: threaded, nothing checked
+    threads.other_load = lambda: 1.0
+    with threads.time_loop(**big, keeps_bits=keeps(False)):
+        assert blas_threads() == quiet  # busy, but one thread would change the rounding
+    with threads.time_loop(**big, keeps_bits=keeps(True)):
+        assert blas_threads() == 1
+    assert asked == [False, True]
+
+
+def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit(monkeypatch):
+    """Per-step products of a 1 x 512 layer are threaded; beside busy processes they go to
+    one thread where the loop keeps its bits that way, and the run stays the same."""
+    config = ModelConfig(vocab_size=50, hidden=512, layers=1, dropout=0.1)
+    tc = TrainConfig(batch_size=4, bptt=5, optimizer="adam", lr=1e-3)
+    runs, threads_seen, quiet_threads = [], [], blas_threads()
+    for load in (0.0, 1.0):
+        rng = np.random.default_rng(0)
+        model = LanguageModel.init(config, rng)
+        model.threads.other_load = lambda load=load: load
+        keeps_bits = model._loop_keeps_bits(5, 4)  # checked before the spy goes in
+
+        def forward(*args, forward=model.cell.forward):
+            threads_seen.append(blas_threads())
+            return forward(*args)
+
+        model.cell = model.cell._replace(forward=forward)
+        opt, state = Adam(model.params), model.init_state(4)
+        x, y = rng.integers(0, 50, (4, 5)), rng.integers(0, 50, (4, 5))
+        for _ in range(3):
+            state = train_step(model, opt, tc, x, y, state, tc.lr, rng).state
+        runs.append(model.params)
+    quiet, busy = runs
+    assert all(np.array_equal(quiet[k], busy[k]) for k in quiet)
+    assert threads_seen == [quiet_threads] * 3 + [1 if keeps_bits else quiet_threads] * 3
+
+
+def test_the_check_compares_the_loop_on_one_thread_with_the_threaded_one():
+    model = LanguageModel.init(ModelConfig(vocab_size=50, hidden=64), np.random.default_rng(0))
+    assert model._loop_keeps_bits(3, 2)  # products this small run on one thread anyway
+    if blas_threads() == 1:
+        pytest.skip("BLAS runs on one thread here: nothing to compare")
+    forward = model.cell.forward
+
+    def rounds_apart_on_one_thread(xproj, state, Wh):
+        hs, stateT, cache = forward(xproj, state, Wh)
+        return (np.nextafter(hs, np.inf) if blas_threads() == 1 else hs), stateT, cache
+
+    model.cell = model.cell._replace(forward=rounds_apart_on_one_thread)
+    assert not model._loop_keeps_bits(3, 4)
 
 
 def test_sampling_runs_on_one_thread_when_the_machine_is_busy(monkeypatch):
