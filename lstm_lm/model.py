@@ -78,7 +78,6 @@ class LanguageModel:
         self.grads, self.dense_grads = self._gradient_buffers()  # reused by every step
         self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
-        self._keeps_bits: dict[tuple[int, int], bool] = {}  # _loop_keeps_bits, by (T, B)
 
     def _gradient_buffers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The gradients as views into one flat buffer, l0.W last, and the start of that
@@ -102,10 +101,9 @@ class LanguageModel:
 
     def _loop_keeps_bits(self, T: int, B: int) -> bool:
         """Whether the cell's time loop over a (T, B) window, forward and backward, gives the
-        same bits on one BLAS thread as on this process's threads. OpenBLAS orders its sums
-        by the shapes and the thread count, never by the numbers, so one window of random
-        numbers answers for every window of that shape (checked once per shape)."""
-        if (T, B) not in self._keeps_bits:
+        same bits on one BLAS thread as threaded (Threads.same_bits, on random numbers)."""
+
+        def run():
             rng = np.random.default_rng(0)
             H, G = self.config.hidden, len(self.cell.gates) * self.config.hidden
             normal = lambda *shape: rng.standard_normal(shape, self.dtype)  # noqa: E731
@@ -115,17 +113,11 @@ class LanguageModel:
                 (normal(B, H),) * self.cell.n_state,
             )
             Wh = normal(H, G) / self.dtype.type(np.sqrt(H))  # gates away from saturation
+            hs, stateT, cache = self.cell.forward(xproj, state, Wh)
+            dxproj, dWh, dstate0 = self.cell.backward(dhs, (None,) * len(state), cache)
+            return [hs, *stateT, dxproj, dWh, *dstate0]
 
-            def run():
-                hs, stateT, cache = self.cell.forward(xproj, state, Wh)
-                dxproj, dWh, dstate0 = self.cell.backward(dhs, (None,) * len(state), cache)
-                return [hs, *stateT, dxproj, dWh, *dstate0]
-
-            threaded = run()
-            with self.threads.serial():
-                serial = run()
-            self._keeps_bits[T, B] = all(map(np.array_equal, threaded, serial))
-        return self._keeps_bits[T, B]
+        return self.threads.same_bits(("time loop", T, B), run)
 
     # --- construction ------------------------------------------------------------------
     @classmethod

@@ -15,6 +15,7 @@ batch (Zaremba et al. 2014), i.e. `scale = T` times the mean per-token NLL.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -115,6 +116,27 @@ class Step(NamedTuple):
         return math.isfinite(self.loss) and math.isfinite(self.norm)
 
 
+def step_keeps_bits(model: LanguageModel, B: int, T: int) -> bool:
+    """Whether a training step over a (B, T) window gives the same bits on one BLAS thread as
+    threaded: the loss, the gradients and their norm, by a model of the same configuration
+    with random weights on random tokens (Threads.same_bits; the optimisers use no BLAS)."""
+
+    @functools.cache  # built only if the answer is not known yet, then run twice
+    def probe():
+        rng = np.random.default_rng(0)
+        p = LanguageModel.init(model.config, rng, model.dtype)
+        p.threads = model.threads
+        return p, *rng.integers(0, model.config.vocab_size, (2, B, T))
+
+    def run():
+        p, x, y = probe()
+        r = p.loss_and_grads(x, y, p.init_state(B), rng=np.random.default_rng(1))
+        norm = clip_global_norm_(r.grads, 0.0, r.rows)
+        return [np.array([r.loss, norm]), *(g.copy() for g in r.grads.values())]
+
+    return model.threads.same_bits(("training step", B, T), run)
+
+
 def train_step(
     model: LanguageModel,
     optimizer: SGD,
@@ -136,7 +158,10 @@ def train_step(
         B = x.shape[0] * group.size
         with phase("dropout masks"):
             masks = [m if m is None else m[:, group.block(B)] for m in model.draw_masks(T, B, rng)]
-    with np.errstate(over="ignore", invalid="ignore"):  # divergence: caught below, one line
+    with (
+        model.threads.training_step(lambda: step_keeps_bits(model, *x.shape)),
+        np.errstate(over="ignore", invalid="ignore"),  # divergence: caught below, one line
+    ):
         r = model.loss_and_grads(x, y, state, rng=rng, masks=masks, scale=T / group.size)
         with phase("sum over ranks"):
             r = model.sum_over(r, group)

@@ -13,7 +13,7 @@ from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import Adam
 from lstm_lm.threads import OtherLoad, Threads
-from lstm_lm.train import train_step
+from lstm_lm.train import step_keeps_bits, train_step
 
 SPIN = "import time\nend = time.monotonic() + {}\nwhile time.monotonic() < end: pass"
 
@@ -81,9 +81,45 @@ def test_large_time_loops_go_to_one_thread_on_a_busy_machine_only_if_bits_are_ke
     assert asked == [False, True]
 
 
+def test_same_bits_compares_a_run_on_one_thread_with_the_threaded_one_once_per_key():
+    threads, calls = Threads(), []
+    if threads.cores == 1 or blas_threads() == 1:
+        pytest.skip("BLAS runs on one thread here: nothing to compare")
+
+    def run(differs):
+        calls.append(blas_threads())
+        return [np.arange(3.0) + (differs and blas_threads() == 1)]
+
+    assert threads.same_bits(("a",), lambda: run(False))
+    assert not threads.same_bits(("b",), lambda: run(True))
+    assert threads.same_bits(("a",), lambda: run(True))  # asked already: not run again
+    assert calls == [blas_threads(), 1] * 2
+
+
+def test_a_training_step_goes_to_one_thread_on_a_busy_machine_only_if_bits_are_kept():
+    threads, asked = Threads(), []
+    if threads.cores == 1:
+        pytest.skip("one core: every step is on one thread already")
+    quiet = blas_threads()
+
+    def keeps(answer):
+        return lambda: asked.append(answer) or answer
+
+    threads.other_load = lambda: 0.0
+    with threads.training_step(keeps(True)):
+        assert blas_threads() == quiet and not threads._serial and asked == []
+    threads.other_load = lambda: 1.0
+    with threads.training_step(keeps(False)):
+        assert blas_threads() == quiet and not threads._serial
+    with threads.training_step(keeps(True)):
+        assert blas_threads() == 1 and threads._serial  # the softmax pool idle too
+    assert blas_threads() == quiet and not threads._serial and asked == [False, True]
+
+
 def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
-    """Per-step products of a 1 x 512 layer are threaded; beside busy processes they go to
-    one thread where the loop keeps its bits that way, and the run stays the same."""
+    """Per-step products of a 1 x 512 layer are threaded; beside busy processes the step, or
+    else its time loop, goes to one thread where that keeps its bits, and the run stays the
+    same."""
     config = ModelConfig(vocab_size=50, hidden=512, layers=1, dropout=0.1)
     tc = TrainConfig(batch_size=4, bptt=5, optimizer="adam", lr=1e-3)
     runs, threads_seen, quiet_threads = [], [], blas_threads()
@@ -91,10 +127,11 @@ def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
         rng = np.random.default_rng(0)
         model = LanguageModel.init(config, rng)
         model.threads.other_load = lambda load=load: load
-        keeps_bits = model._loop_keeps_bits(5, 4)  # checked before the spy goes in
+        loop_keeps = model._loop_keeps_bits(5, 4)  # both checked before the spy goes in
+        step_keeps = step_keeps_bits(model, 4, 5)
 
-        def forward(*args, forward=model.cell.forward):
-            threads_seen.append(blas_threads())
+        def forward(*args, forward=model.cell.forward, threads=model.threads):
+            threads_seen.append((blas_threads(), threads._serial))
             return forward(*args)
 
         model.cell = model.cell._replace(forward=forward)
@@ -105,7 +142,8 @@ def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
         runs.append(model.params)
     quiet, busy = runs
     assert all(np.array_equal(quiet[k], busy[k]) for k in quiet)
-    assert threads_seen == [quiet_threads] * 3 + [1 if keeps_bits else quiet_threads] * 3
+    busy_threads = 1 if loop_keeps or step_keeps else quiet_threads
+    assert threads_seen == [(quiet_threads, False)] * 3 + [(busy_threads, step_keeps)] * 3
 
 
 def test_the_check_compares_the_loop_on_one_thread_with_the_threaded_one():
