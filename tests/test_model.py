@@ -8,7 +8,7 @@ from lstm_lm.config import ModelConfig
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.losses import softmax_cross_entropy_
-from lstm_lm.model import LanguageModel, named_views
+from lstm_lm.model import VOCAB_CHUNK, LanguageModel, dtop, named_views
 
 
 @pytest.mark.parametrize(
@@ -166,3 +166,16 @@ def test_threaded_softmax_is_identical():
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     np.testing.assert_allclose(nll, -np.log(p[np.arange(37), targets]), rtol=1e-5)
+
+
+def test_the_gradient_into_the_top_layer_summed_by_blocks_of_words():
+    """dtop sums dlogits Wy^T over VOCAB_CHUNK words at a time: the product, to float32
+    rounding, for vocabularies of one block and of several, the last one partial."""
+    rng = np.random.default_rng(0)
+    for V in (50, VOCAB_CHUNK, 2 * VOCAB_CHUNK + 7):
+        dlogits = rng.normal(size=(30, V)).astype(np.float32)
+        Wy = rng.normal(size=(16, V)).astype(np.float32)
+        exact = dlogits.astype(np.float64) @ Wy.T.astype(np.float64)
+        got = dtop(dlogits, Wy)
+        assert got.shape == (30, 16) and got.dtype == np.float32
+        np.testing.assert_allclose(got, exact, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
