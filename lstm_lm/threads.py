@@ -4,13 +4,13 @@ Three decisions live here: the time loop's per-step products (B x H by H x G) ar
 small for threaded BLAS, so they run on one BLAS thread (not the large ones, nor those whose
 weights outgrow a core's cache); the softmax rows, whose float32 `exp` releases the GIL, are
 spread over a small thread pool while the BLAS threads are idle; and while other processes
-keep the cores busy, evaluation and sampling run on one thread, and so do training's large
-time loops where that keeps their bits. There, idle BLAS threads spinning for their next task
-take the core from the thread doing the work: `eval` at batch 1 of a 2 x 200 model beside one
-busy process took 12.8 s with two threads, 6.6 s with one (5.2 s on a quiet machine).
-Training changes the thread count only where the bits stay the same, since OpenBLAS rounds
-some products differently on one thread and on two, and a resumed run must repeat an
-uninterrupted one.
+keep the cores busy, evaluation and sampling run on one thread, and so do training steps (or
+else their large time loops) where that keeps their bits. There, idle BLAS threads spinning
+for their next task take the core from the thread doing the work: `eval` at batch 1 of a
+2 x 200 model beside one busy process took 12.8 s with two threads, 6.6 s with one (5.2 s on
+a quiet machine). Training changes the thread count only where the bits stay the same, since
+OpenBLAS rounds some products differently on one thread and on two, and a resumed run must
+repeat an uninterrupted one (`same_bits` checks, once per shape).
 """
 
 from __future__ import annotations
