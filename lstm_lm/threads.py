@@ -120,7 +120,8 @@ class Threads:
         least half a core busy, if `keeps_bits()` says the step gives the same bits that way.
         Between threaded products idle BLAS threads spin, and beside a busy process they take
         the core from the one doing the work (char training beside one busy process:
-        7,300-8,500 tokens/s threaded, 13,200-13,300 on one thread, 13,100 on a quiet machine)."""
+        7,300-8,500 tokens/s threaded, 13,200-13,300 on one thread, as fast as one thread on a
+        quiet machine)."""
         return self._one_thread_while_busy(keeps_bits)
 
     @contextlib.contextmanager
