@@ -95,6 +95,11 @@ def test_same_bits_compares_a_run_on_one_thread_with_the_threaded_one_once_per_k
     assert threads.same_bits(("a",), lambda: run(True))  # asked already: not run again
     assert calls == [blas_threads(), 1] * 2
 
+    def no_room():
+        raise MemoryError
+
+    assert not threads.same_bits(("c",), no_room)  # a probe that does not fit answers no
+
 
 def test_a_training_step_goes_to_one_thread_on_a_busy_machine_only_if_bits_are_kept():
     threads, asked = Threads(), []
