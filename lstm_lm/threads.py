@@ -4,8 +4,8 @@ Three decisions live here: the time loop's per-step products (B x H by H x G) ar
 small for threaded BLAS, so they run on one BLAS thread (not the large ones, nor those whose
 weights outgrow a core's cache); the softmax rows, whose float32 `exp` releases the GIL, are
 spread over a small thread pool while the BLAS threads are idle; and while other processes
-keep the cores busy, evaluation and sampling run on one thread, and so do training steps (or
-else their large time loops) where that keeps their bits. There, idle BLAS threads spinning
+keep the cores busy, evaluation and sampling run on one thread, and so do training steps
+where that keeps their bits. There, idle BLAS threads spinning
 for their next task take the core from the thread doing the work: `eval` at batch 1 of a
 2 x 200 model beside one busy process took 12.8 s with two threads, 6.6 s with one (5.2 s on
 a quiet machine). Training changes the thread count only where the bits stay the same, since
@@ -80,17 +80,10 @@ class Threads:
         self._serial = False  # all on one thread for now: the machine is busy
         self._same_bits: dict[tuple, bool] = {}  # same_bits, by key
 
-    def time_loop(self, macs_per_step: int, weight_bytes: int, keeps_bits=lambda: False):
+    def time_loop(self, macs_per_step: int, weight_bytes: int):
         """Context for a time loop whose per-step GEMM has this many multiply-adds, by a
-        weight matrix of this many bytes. Large products are threaded, but while other
-        processes keep the cores busy they run on one thread too, if `keeps_bits()` says the
-        loop gives the same bits that way: threads that share a core with another process
-        wait for its time slices at every step (char training beside two busy processes:
-        441 tokens/s in some runs, against 4,297 in others)."""
-        small = macs_per_step < SERIAL_BLAS_MACS and weight_bytes <= SERIAL_BLAS_WEIGHT_BYTES
-        if self._serial or self.cores == 1:
-            return contextlib.nullcontext()  # on one thread already
-        if small or (self.other_load() >= 0.5 and keeps_bits()):
+        weight matrix of this many bytes."""
+        if macs_per_step < SERIAL_BLAS_MACS and weight_bytes <= SERIAL_BLAS_WEIGHT_BYTES:
             return self.serial()
         return contextlib.nullcontext()
 
@@ -124,7 +117,7 @@ class Threads:
         Between threaded products idle BLAS threads spin, and beside a busy process they take
         the core from the one doing the work (char training beside one busy process:
         7,300-8,500 tokens/s threaded, 13,200-13,300 on one thread, as fast as one thread on a
-        quiet machine)."""
+        quiet machine; beside two, threaded, 426-445 tokens/s in three rounds of eight)."""
         return self._one_thread_while_busy(keeps_bits)
 
     @contextlib.contextmanager

@@ -125,7 +125,7 @@ def step_keeps_bits(model: LanguageModel, B: int, T: int) -> bool:
     def probe():
         rng = np.random.default_rng(0)
         p = LanguageModel.init(model.config, rng, model.dtype)
-        p.threads = model.threads
+        p.cell, p.threads = model.cell, model.threads
         return p, *rng.integers(0, model.config.vocab_size, (2, B, T))
 
     def run():

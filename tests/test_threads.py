@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+import lstm_lm.model
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import Adam
@@ -60,27 +61,6 @@ def test_time_loop_threads_only_large_products_or_large_weights():
         assert blas_threads() == quiet
 
 
-def test_large_time_loops_go_to_one_thread_on_a_busy_machine_only_if_bits_are_kept():
-    threads, asked = Threads(), []
-    if threads.cores == 1:
-        pytest.skip("one core: every loop is on one thread already")
-    quiet = blas_threads()
-    big = dict(macs_per_step=32 * 512 * 2048, weight_bytes=4 * 512 * 2048)
-
-    def keeps(answer):
-        return lambda: asked.append(answer) or answer
-
-    threads.other_load = lambda: 0.0
-    with threads.time_loop(**big, keeps_bits=keeps(True)):
-        assert blas_threads() == quiet and asked == []  # quiet: threaded, nothing checked
-    threads.other_load = lambda: 1.0
-    with threads.time_loop(**big, keeps_bits=keeps(False)):
-        assert blas_threads() == quiet  # busy, but one thread would change the rounding
-    with threads.time_loop(**big, keeps_bits=keeps(True)):
-        assert blas_threads() == 1
-    assert asked == [False, True]
-
-
 def test_same_bits_compares_a_run_on_one_thread_with_the_threaded_one_once_per_key():
     threads, calls = Threads(), []
     if threads.cores == 1 or blas_threads() == 1:
@@ -122,9 +102,8 @@ def test_a_training_step_goes_to_one_thread_on_a_busy_machine_only_if_bits_are_k
 
 
 def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
-    """Per-step products of a 1 x 512 layer are threaded; beside busy processes the step, or
-    else its time loop, goes to one thread where that keeps its bits, and the run stays the
-    same."""
+    """Per-step products of a 1 x 512 layer are threaded; beside busy processes the step goes
+    to one thread where that keeps its bits, and the run stays the same."""
     config = ModelConfig(vocab_size=50, hidden=512, layers=1, dropout=0.1)
     tc = TrainConfig(batch_size=4, bptt=5, optimizer="adam", lr=1e-3)
     runs, threads_seen, quiet_threads = [], [], blas_threads()
@@ -132,8 +111,7 @@ def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
         rng = np.random.default_rng(0)
         model = LanguageModel.init(config, rng)
         model.threads.other_load = lambda load=load: load
-        loop_keeps = model._loop_keeps_bits(5, 4)  # both checked before the spy goes in
-        step_keeps = step_keeps_bits(model, 4, 5)
+        step_keeps = step_keeps_bits(model, 4, 5)  # checked before the spy goes in
 
         def forward(*args, forward=model.cell.forward, threads=model.threads):
             threads_seen.append((blas_threads(), threads._serial))
@@ -147,23 +125,23 @@ def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
         runs.append(model.params)
     quiet, busy = runs
     assert all(np.array_equal(quiet[k], busy[k]) for k in quiet)
-    busy_threads = 1 if loop_keeps or step_keeps else quiet_threads
+    busy_threads = 1 if step_keeps else quiet_threads
     assert threads_seen == [(quiet_threads, False)] * 3 + [(busy_threads, step_keeps)] * 3
 
 
-def test_the_check_compares_the_loop_on_one_thread_with_the_threaded_one():
+def test_the_step_check_compares_a_step_on_one_thread_with_the_threaded_one(monkeypatch):
     model = LanguageModel.init(ModelConfig(vocab_size=50, hidden=64), np.random.default_rng(0))
-    assert model._loop_keeps_bits(3, 2)  # products this small run on one thread anyway
+    assert step_keeps_bits(model, 2, 3)  # products this small round the same either way
     if blas_threads() == 1:
         pytest.skip("BLAS runs on one thread here: nothing to compare")
-    forward = model.cell.forward
+    exact = lstm_lm.model.dtop
 
-    def rounds_apart_on_one_thread(xproj, state, Wh):
-        hs, stateT, cache = forward(xproj, state, Wh)
-        return (np.nextafter(hs, np.inf) if blas_threads() == 1 else hs), stateT, cache
+    def rounds_apart_on_one_thread(dlogits, Wy):
+        out = exact(dlogits, Wy)
+        return np.nextafter(out, np.inf) if blas_threads() == 1 else out
 
-    model.cell = model.cell._replace(forward=rounds_apart_on_one_thread)
-    assert not model._loop_keeps_bits(3, 4)
+    monkeypatch.setattr(lstm_lm.model, "dtop", rounds_apart_on_one_thread)
+    assert not step_keeps_bits(model, 4, 3)
 
 
 def test_sampling_runs_on_one_thread_when_the_machine_is_busy(monkeypatch):
