@@ -1,6 +1,7 @@
 """How the model uses the cores: evaluation drops to one thread while other processes keep
 the machine busy, and gives the same figures either way."""
 
+import os
 import subprocess
 import sys
 import time
@@ -26,15 +27,19 @@ def blas_threads() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/stat")
 def test_other_load_counts_other_processes_not_this_one():
     load = OtherLoad(every=0.0)
+    time.sleep(0.5)
+    base = load()  # what the rest of the machine does meanwhile (a CI neighbour, say)
+    if base > (os.cpu_count() or 1) - 0.8:
+        pytest.skip("the machine is too busy to see one more process")
     exec(SPIN.format(0.6))  # this process busy: not counted
     own = load()
     child = subprocess.Popen([sys.executable, "-c", SPIN.format(1.5)])
     time.sleep(0.3)
-    load()  # from here on, the child alone spins
+    load()  # from here on, the child spins too
     time.sleep(0.8)
     other = load()
     child.wait()
-    assert 0.6 <= other <= 1.3
+    assert 0.6 <= other - base <= 1.3
     assert own <= other - 0.5
 
 
