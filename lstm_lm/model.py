@@ -71,15 +71,17 @@ def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str,
 def memory_estimate(config: ModelConfig, batch_size: int, bptt: int, optimizer: str = "sgd",
                     dtype="float32") -> int:  # fmt: skip
     """Bytes that training allocates, roughly: parameters, gradients and optimiser memory
-    (Adam two arrays per parameter, Adagrad one), one window's activations of every layer
-    and its (N, V) logits. Python integers, so an absurd size cannot overflow."""
+    (Adam two arrays per parameter, Adagrad one, and a scratch buffer of the largest), one
+    window's activations of every layer and its (N, V) logits. Python integers, so an
+    absurd size cannot overflow."""
     H, V, L = config.hidden, config.vocab_size, config.layers
     G = len(CELL_TYPES[config.cell].gates) * H
     params = sum((H + (V if k == 0 else H) + 1) * G for k in range(L)) + (H + 1) * V
+    largest = max((H + V) * G, H * V)
     copies = 2 + {"adam": 2, "adagrad": 1}.get(optimizer, 0)
     N = batch_size * bptt
     per_layer = N * (4 * G + 6 * H)  # xproj, gate activations, their gradients, masks; h, c, ...
-    return np.dtype(dtype).itemsize * (copies * params + L * per_layer + 2 * N * V)
+    return np.dtype(dtype).itemsize * (copies * params + largest + L * per_layer + 2 * N * V)
 
 
 class LanguageModel:

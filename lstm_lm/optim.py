@@ -1,7 +1,9 @@
 """Optimisers over parameter dicts, and clipping by global norm.
 
 Params, grads and optimiser memory are dicts with the same keys, so no optimiser needs to
-know about layers. Updates are in place; `step` consumes (overwrites) the gradients.
+know about layers. Updates are in place on the parameters; `step` only reads the gradients
+(its intermediate results go to a scratch buffer of its own), since the model keeps the
+gradient buffer between windows and relies on rows it did not touch staying zero.
 `rows` says, for some keys, which rows of the gradient may be non-zero (a window touches a
 few hundred of the 10,000 token rows): SGD, Adagrad and clipping then work on those rows
 only. Adam's moments decay on every row, so Adam stays dense.
@@ -43,14 +45,19 @@ class SGD:
 
     def __init__(self, params: dict[str, np.ndarray]):
         self.t = 0
+        largest = max(params.values(), key=lambda p: p.size)
+        self._scratch = np.empty(largest.size, largest.dtype)
+
+    def scratch(self, p: np.ndarray) -> np.ndarray:
+        """A buffer shaped like p for intermediate results: the gradients stay as they are."""
+        return self._scratch[: p.size].reshape(p.shape)
 
     def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
         for k, g, r in _live(grads, rows):
             p = params[k]
             if r is None:
-                g *= p.dtype.type(lr)
-                p -= g
+                p -= np.multiply(g, p.dtype.type(lr), out=self.scratch(p))
             else:
                 p[r] -= g * p.dtype.type(lr)
 
@@ -75,18 +82,18 @@ class Adam(SGD):
         b1, b2 = self.beta1, self.beta2
         step_size = lr * np.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for k, p in params.items():
-            g, m, v = grads[k], self.m[k], self.v[k]
+            g, m, v, u = grads[k], self.m[k], self.v[k], self.scratch(p)
             one = p.dtype.type
             m *= one(b1)
-            m += one(1 - b1) * g
-            g *= g
+            m += np.multiply(g, one(1 - b1), out=u)
             v *= one(b2)
-            v += one(1 - b2) * g
-            np.sqrt(v, out=g)
-            g += one(self.eps)
-            np.divide(m, g, out=g)
-            g *= one(step_size)
-            p -= g
+            np.multiply(g, g, out=u)
+            v += np.multiply(u, one(1 - b2), out=u)
+            np.sqrt(v, out=u)
+            u += one(self.eps)
+            np.divide(m, u, out=u)
+            u *= one(step_size)
+            p -= u
 
     def state_dict(self):
         return {

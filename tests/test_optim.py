@@ -99,3 +99,18 @@ def test_token_lr_scale_multiplies_only_the_token_rows_update():
     np.testing.assert_allclose(*h_rows, rtol=1e-12)  # the h rows' update is not scaled
     np.testing.assert_allclose(moved[1]["Wy"], moved[0]["Wy"], rtol=1e-12)
     assert np.abs(moved[0]["l0.W"][H:]).sum() > 0
+
+
+@pytest.mark.parametrize("cls", [SGD, Adagrad, Adam])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_step_never_writes_the_gradients(cls, sparse):
+    """The model reuses its gradient buffer and relies on the rows a window did not touch
+    staying zero: an optimiser that wrote its update there fed it back as a gradient."""
+    rng = np.random.default_rng(1)
+    p, g, rows = params_and_grads(rng, sparse)
+    before = {k: v.copy() for k, v in g.items()}
+    opt = cls(p)
+    for _ in range(2):
+        opt.step(p, g, 0.1, rows)
+    for k in g:
+        assert g[k].tobytes() == before[k].tobytes(), k

@@ -96,8 +96,10 @@ def test_two_processes_make_the_updates_of_one(words, tmp_path, optimizer):
     assert m1["train_config"] == m2["train_config"] and m1["config"] == m2["config"]
 
 
-def test_a_run_resumes_on_another_number_of_processes(words, tmp_path):
-    args = [*RUN, "--data", words, "--input-dropout", "0.2"]
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_run_resumes_on_another_number_of_processes(words, tmp_path, optimizer):
+    lr = {"sgd": "1", "adam": "0.01"}[optimizer]
+    args = [*RUN, "--data", words, "--input-dropout", "0.2", "--optimizer", optimizer, "--lr", lr]
     assert lm(*args, "--max-steps", 30, "--out", tmp_path / "whole").returncode == 0
     for first, then in ((2, 1), (1, 2)):
         out = tmp_path / f"{first}to{then}"
