@@ -212,7 +212,7 @@ def _check_meta(path: Path, meta) -> dict:
 def load(path: str | Path, dtype=None) -> Checkpoint:
     """Read and validate a checkpoint (a file, or a run directory: see resolve_path), or a
     model exported to .safetensors (lstm_lm.export); every problem is an LMError naming the
-    file."""
+    file, a NaN or inf in any array among them."""
     path = resolve_path(path)
     if path.suffix == ".safetensors":
         from lstm_lm import export  # an optional extra: imported only for such files
@@ -231,6 +231,12 @@ def load(path: str | Path, dtype=None) -> Checkpoint:
         )
     except (ValueError, KeyError, TypeError, LMError) as e:
         raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
+    for name, a in arrays.items():  # parameters, optimiser state, carried hidden state
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise LMError(
+                f"{path}: {name} holds NaN or inf values (weights of a run that diverged); "
+                "use a checkpoint saved before that, e.g. the run's best.npz"
+            )
     if len(vocab) != config.vocab_size:
         raise LMError(
             f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}"

@@ -39,14 +39,18 @@ SERIAL_BLAS_WEIGHT_BYTES = 1 << 20
 class OtherLoad:
     """How many cores other processes kept busy lately: the machine's busy time (/proc/stat,
     steal included) minus this process's CPU time, over wall time; measured again at most
-    every `every` seconds. Linux; elsewhere always 0."""
+    every `every` seconds. Linux; elsewhere always 0. `read` (the machine's and this
+    process's CPU seconds so far) and `clock` are there for tests to stand in for the
+    machine."""
 
-    def __init__(self, every: float = 0.5):
+    def __init__(self, every: float = 0.5, read=None, clock=time.monotonic):
         self.every, self.cores = every, 0.0
+        self._read, self._clock = read or self.cpu_seconds, clock
         self._last = self._sample()
 
     @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
+    def cpu_seconds() -> tuple[float, float] | None:
+        """(CPU seconds the machine has been busy, CPU seconds of this process), or None."""
         try:
             with open("/proc/stat") as f:
                 ticks = [int(v) for v in f.readline().split()[1:9]]
@@ -54,10 +58,14 @@ class OtherLoad:
             return None
         busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
         own = os.times()
-        return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+        return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+    def _sample(self) -> tuple[float, float, float] | None:
+        seconds = self._read()
+        return None if seconds is None else (self._clock(), *seconds)
 
     def __call__(self) -> float:
-        if self._last is not None and time.monotonic() - self._last[0] >= self.every:
+        if self._last is not None and self._clock() - self._last[0] >= self.every:
             now = self._sample()
             if now is not None:
                 wall, busy, own = (a - b for a, b in zip(now, self._last))

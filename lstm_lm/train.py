@@ -202,7 +202,15 @@ class Event:
 
 
 class Diverged(RanksError):
-    """The loss or the gradient is not finite (every rank sees the whole batch's)."""
+    """The loss or the gradient is not finite, or the loss is far worse than a uniform guess
+    (every rank sees the whole batch's)."""
+
+
+def diverged(loss: float, vocab_size: int) -> bool:
+    """Whether a mean loss means the weights blew up rather than a slow start: not finite, or
+    a perplexity max(V, 100) times a uniform guess's V (PTB words: 1e8 against 1e4; a model
+    that learns anything is below V after its first steps)."""
+    return not math.isfinite(loss) or loss > math.log(vocab_size) + math.log(max(vocab_size, 100))
 
 
 def metrics_line(
@@ -262,6 +270,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.st, self.hidden, self.since = TrainState(), self.fresh_state(), _Since()
         self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
+        self.resumed = resume is not None
         if resume is not None:
             self.st = TrainState(**resume.train_state)
             self.rng.bit_generator.state = self.st.rng
@@ -332,8 +341,7 @@ class Trainer:
         if not step.finite:
             raise Diverged(  # on every rank: the loss is the whole batch's
                 f"the loss became {'nan' if math.isnan(step.loss * step.norm) else 'inf'} "
-                f"at step {st.step + 1}; "
-                "training stopped and the saved checkpoints were kept; try a lower --lr or --clip"
+                f"at step {st.step + 1}; training stopped{self.kept()}; try a lower --lr or --clip"
             )
         self.hidden = step.state
         dt = time.perf_counter() - t0
@@ -357,6 +365,7 @@ class Trainer:
             f"the run stopped at step {st.step}; its checkpoints were kept (resume from them)",
         )  # fmt: skip
         st.elapsed += time.perf_counter() - t0
+        self.stop_if_diverged("valid", nll / n)
         line = metrics_line(st, lr, since.loss / max(since.tokens, 1), nll / n,
                             since.tokens / max(since.seconds, 1e-9), self.corpus.vocab.level,
                             self.windows)  # fmt: skip
@@ -372,6 +381,8 @@ class Trainer:
     def save(self, name: str) -> None:
         """Everything the next step depends on, as `name` in the run directory (by rank 0,
         with the hidden state of all B streams: any number of ranks can resume it)."""
+        if self.since.tokens:  # saved between evaluations: not if training blew the weights up
+            self.stop_if_diverged("train", self.since.loss / self.since.tokens)
         if self.run_dir is None:
             return
         st = self.st
@@ -384,6 +395,20 @@ class Trainer:
             self.corpus.source, self.optimizer.state_dict(), state))  # fmt: skip
         if name == LAST:
             self.saved_at, self.saved_step = time.monotonic(), st.step
+
+    def stop_if_diverged(self, split: str, loss: float) -> None:
+        """Stop the run, before anything is saved, if `loss` says the weights blew up."""
+        if diverged(loss, self.model.config.vocab_size):
+            raise Diverged(  # on every rank: the losses are the whole batch's
+                f"the loss diverged ({split} ppl {perplexity(loss):.1e} at step "
+                f"{self.st.step:,}): lower --lr{self.kept()}"
+            )
+
+    def kept(self) -> str:
+        """What a run that stops now leaves behind, for its last line."""
+        if self.saved_step is None and not self.resumed:
+            return "; nothing was saved yet"
+        return "; the checkpoints saved before were kept"
 
     def stop_reason(self) -> str:
         st, tc = self.st, self.tc

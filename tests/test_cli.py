@@ -225,6 +225,29 @@ def test_corrupted_checkpoint(tiny_run, tmp_path):
     assert_clean_error(invoke("info", bad), 1, f"{bad}: truncated or corrupted checkpoint")
 
 
+@pytest.mark.parametrize(
+    "array, value", [("l0.Wf", np.nan), ("by", np.inf), ("opt.m.l0.W", -np.inf)]
+)
+@pytest.mark.parametrize("command", [
+    ["eval", "CKPT"], ["sample", "CKPT"], ["score", "CKPT", "-"], ["info", "CKPT"],
+    ["export", "CKPT", "out.safetensors"], ["train", "--resume", "CKPT", "--max-steps", "99"],
+])  # fmt: skip
+def test_a_checkpoint_with_nan_or_inf_is_refused_naming_the_array(
+    tiny_run, tmp_path, command, array, value
+):
+    with np.load(tiny_run / "last.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[array].flat[3] = value
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    before = bad.read_bytes()
+    args = [bad if a == "CKPT" else tmp_path / a if a.endswith(".safetensors") else a
+            for a in command]  # fmt: skip
+    r = CliRunner().invoke(main, [str(a) for a in args], input="a b\n")
+    assert_clean_error(r, 1, f"{bad}: {array} holds NaN or inf values")
+    assert bad.read_bytes() == before and not (tmp_path / "out.safetensors").exists()
+
+
 def test_not_an_npz(tmp_path):
     f = tmp_path / "text.npz"
     f.write_text("hello")

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 
 from lstm_lm import checkpoint
 from lstm_lm.cli import main
-from lstm_lm.config import ModelConfig, TrainConfig
+from lstm_lm.config import ModelConfig, TrainConfig, resolve
+from lstm_lm.data import DataSource
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import SGD
-from lstm_lm.train import train_step
+from lstm_lm.train import Diverged, new_run, train_step
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10", "--quiet"]
 
@@ -128,6 +129,56 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(markov_corpus, tmp_path, m
     best = checkpoint.load(out / "best.npz")
     assert best.train_state["step"] == 20
     assert all(np.isfinite(p).all() for p in best.model.params.values())
+
+
+def blow_up_from(step: int, monkeypatch):
+    """From the given call of loss_and_grads on, gradients a thousand times too large: finite
+    losses, but weights that leave any sensible range."""
+    real, calls = LanguageModel.loss_and_grads, {"n": 0}
+
+    def blown(self, *args, **kwargs):
+        r = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= step:
+            for g in r.grads.values():
+                g *= 1e3
+        return r
+
+    monkeypatch.setattr(LanguageModel, "loss_and_grads", blown)
+
+
+def test_divergence_keeps_the_checkpoints_from_before_it(markov_corpus, tmp_path, monkeypatch):
+    data, _ = markov_corpus
+    args = ["--data", data, *SMALL, "--clip", 0, "--eval-every", 10]
+    assert invoke("train", *args, "--max-steps", 20, "--out", tmp_path / "good").exit_code == 0
+    blow_up_from(25, monkeypatch)
+    out = tmp_path / "run"
+    r = invoke("train", *args, "--out", out)
+    assert r.exit_code == 1
+    assert "Error: the loss diverged (valid ppl " in r.output
+    assert "at step 30): lower --lr; the checkpoints saved before were kept" in r.output
+    for name in ("best.npz", "last.npz"):  # as a run that stopped at step 20 left them
+        assert arrays(out / name).keys() == arrays(tmp_path / "good" / name).keys()
+        for k, a in arrays(out / name).items():
+            assert a.tobytes() == arrays(tmp_path / "good" / name)[k].tobytes(), (name, k)
+        assert checkpoint.read_meta(out / name)["train_state"]["step"] == 20
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [10, 20]
+
+
+def test_a_save_between_evaluations_refuses_diverged_weights(markov_corpus, tmp_path, monkeypatch):
+    """Stopped (Ctrl-C, --save-every) after the weights blew up and before the next
+    evaluation: the training loss since the last one says so, and nothing is written."""
+    data, _ = markov_corpus
+    blow_up_from(15, monkeypatch)
+    settings = resolve("small", dict(layers=1, hidden=16, batch_size=8, bptt=10, clip=0.0,
+                                     eval_every=10))  # fmt: skip
+    run = new_run(settings, DataSource("word", data_dir=data), tmp_path / "run")
+    steps = []
+    with pytest.raises(Diverged, match=r"diverged \(train ppl .* at step 19\)"):
+        run.fit(on_event=lambda e: e.kind == "step" and steps.append(e.state.step),
+                should_stop=lambda: len(steps) >= 19)  # fmt: skip
+    assert checkpoint.read_meta(run.out / "last.npz")["train_state"]["step"] == 10
 
 
 def test_run_directory_and_metrics(tiny_run):
