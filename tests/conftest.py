@@ -1,6 +1,7 @@
 """Shared fixtures: the PTB mirror, a Markov-chain corpus with a known entropy, a small run."""
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,14 @@ def ptb_location() -> Path | None:
         if (cand / "ptb.train.txt").is_file():
             return cand
     return None
+
+
+@pytest.fixture
+def as_from_a_terminal():
+    """A preexec_fn for subprocess.Popen: Ctrl-C's default action, as a command started from
+    a terminal has it, even when the tests run in a background job (whose shell ignores SIGINT,
+    which children inherit and Python then never turns into KeyboardInterrupt)."""
+    return lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

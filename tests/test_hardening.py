@@ -242,9 +242,10 @@ def test_an_interrupted_run_saves_at_once_without_evaluating(markov_corpus, tmp_
 
 
 @pytest.mark.parametrize("args", [["sample", "--length", 10_000_000], ["eval", "--file", "-"]])
-def test_eval_and_sample_exit_130_on_ctrl_c(tiny_run, args):
+def test_eval_and_sample_exit_130_on_ctrl_c(tiny_run, args, as_from_a_terminal):
     p = subprocess.Popen(lstm_lm(args[0], tiny_run, *args[1:]), stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=as_from_a_terminal)  # fmt: skip
     if args[0] == "sample":
         p.stdout.read(20)  # generating
     else:
