@@ -7,7 +7,7 @@ The same network from standard modules: an nn.Embedding holding layer 0's token 
 one-hot input times W is a row of W, so the rows give each token's gate inputs), nn.LSTM,
 whose layer 0 takes those gate inputs through an identity input weight, and an nn.Linear
 read-out. It prints the perplexity of the run's test split (or of --text FILE) computed as
-`lstm-lm eval --json` computes it: one stream, batch 1, every target counted. Needs torch and
+`lstm-lm eval --batch-size 1 --json` computes it: one stream, every target counted. Needs torch and
 safetensors, which lstm-lm itself never depends on; run it in a separate venv.
 """
 

@@ -147,6 +147,11 @@ def resolve_path(path: str | Path) -> Path:
     return path
 
 
+def saved(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a checkpoint."""
+    return any((Path(run_dir) / n).exists() for n in (LAST, BEST))
+
+
 def newest(run_dir: str | Path) -> Path:
     """The checkpoint of a run directory that is furthest along (last.npz on a tie): after a
     crash, best.npz can be newer than last.npz."""

@@ -39,7 +39,7 @@ from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import RanksError
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
-from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run
+from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run, validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,
@@ -49,8 +49,10 @@ from lstm_lm.views import (
     eval_table,
     fmt_ppl,
     gradcheck_table,
+    info_json,
     info_rows,
     learning_curve,
+    nothing_to_do,
     profile_table,
     score_line,
     settings_table,
@@ -201,9 +203,11 @@ OPTIONS = {
     "dtype": dict(type=click.Choice(DTYPES)),
     "max_steps": dict(type=Pos, help="Stop at this optimisation step of the whole run."),
     "max_tokens": dict(type=Pos, help="Stop after this many training tokens of the whole run."),
+    "max_minutes": dict(type=Positive, metavar="M", help="Stop after M minutes of training and "
+                        "evaluation of the whole run (saved; --resume goes on)."),
     "eval_every": dict(type=Pos, help="Also evaluate on valid every N steps."),
     "procs": dict(type=Pos, help="Run on N processes: this command under `mpiexec -n N` "
-                  "(pip install 'lstm-lm[mpi]'); the batch is split over them."),
+                  f"({parallel.INSTALL}); the batch is split over them."),
     "save_every": dict(type=click.FloatRange(min=0), metavar="MINUTES", help="Also save "
                        "last.npz this often (it is saved at every evaluation; 0: only then)."),
 }
@@ -225,6 +229,7 @@ SCHEDULE = (
     "decay_after",
     "max_steps",
     "max_tokens",
+    "max_minutes",
     "eval_every",
     "save_every",
 )
@@ -404,7 +409,7 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> R
 @click.option(
     "--valid",
     type=click.Path(path_type=Path),
-    help="Validation text file (default: the last 10%% of --train).",
+    help="Validation text file (default: the last 10% of --train).",
 )
 @click.option("--test", type=click.Path(path_type=Path), help="Test text file.")
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
@@ -437,6 +442,9 @@ def train(out, resume, dry_run, quiet, as_json, procs, **opts):
     world = launch(procs)
     run = world.together(lambda: start(con, opts, out, resume), main_first=True)
     run.group = world
+    if run.resume is not None and run.stop_reason():
+        con.err.print(nothing_to_do(run, run.stop_reason()))
+        return
     con.log.print(describe(run))
     view = TrainView(con, run, as_json)
     with stop_on_signal(con) as asked:
@@ -444,8 +452,13 @@ def train(out, resume, dry_run, quiet, as_json, procs, **opts):
             run.fit(on_event=view, should_stop=asked)
         except KeyboardInterrupt:
             view.stop_bar()
-            con.err.print(f"aborted; {run.out} holds what was saved last: "
-                          f"lstm-lm train --resume {run.out}")  # fmt: skip
+            if checkpoint.saved(run.out):
+                con.err.print(f"aborted; {run.out} holds what was saved last: "
+                              f"lstm-lm train --resume {run.out}")  # fmt: skip
+            else:
+                con.err.print(
+                    f"aborted before the first checkpoint: nothing was saved in {run.out}"
+                )
             sys.exit(130)
         finally:
             view.stop_bar()
@@ -459,7 +472,11 @@ def train(out, resume, dry_run, quiet, as_json, procs, **opts):
 
 @main.command("eval", epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
-@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["valid", "test"]),
+    help="The run's split to evaluate on (default: test, or valid where the run has no test).",
+)
 @click.option(
     "--file",
     "text_file",
@@ -467,10 +484,18 @@ def train(out, resume, dry_run, quiet, as_json, procs, **opts):
     help="Evaluate on this text file instead of a split (-: stdin).",
 )
 @click.option(
-    "--batch-size", type=Pos, default=1, show_default=True, help="Streams (1: exact, >1: faster)."
+    "--batch-size",
+    type=Pos,
+    help="Streams evaluated side by side (default: those the run validated with, so that "
+    "valid figures match training's). Every token but the first is scored whatever the "
+    "batch; each stream but the first starts without context, so 1 is the published "
+    "convention (and the slowest).",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help='Print {"split", "tokens", "nll", "ppl", "bpc"}.'
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"split", "tokens", "nll", "ppl", "bpc"}.',
 )
 @options("procs")
 @library_errors
@@ -479,7 +504,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs):
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
     world = launch(procs)
-    c, ids, name = world.together(
+    c, ids, name, batch_size = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size), main_first=True
     )
     nll, n = evaluate(c.model, ids, batch_size, group=world)
@@ -488,11 +513,12 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs):
     if as_json:
         con.out.print(json.dumps(result))
         return
-    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result))
+    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result, batch_size))
 
 
-def eval_data(con: Consoles, ckpt: Path, split: str, text_file: Path | None, batch_size: int):
-    """The checkpoint, the token ids to evaluate on and their name."""
+def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | None,
+              batch_size: int | None):  # fmt: skip
+    """The checkpoint, the token ids to evaluate on, their name and the batch size."""
     c = open_checkpoint(con, ckpt)
     if text_file is not None:
         ids, unknown = c.vocab.encode(read_text(text_file))
@@ -500,12 +526,17 @@ def eval_data(con: Consoles, ckpt: Path, split: str, text_file: Path | None, bat
         name = str(text_file)
     else:
         with FetchView(con.log) as fetch:
-            ids, name = getattr(c.load_corpus(**fetch.hooks), split), split
+            corpus = c.load_corpus(**fetch.hooks)
+        if split is None and corpus.test is None:
+            con.log.print("the run's data has no test split: evaluating on valid")
+        name = split or ("test" if corpus.test is not None else "valid")
+        ids = getattr(corpus, name)
         if ids is None:
-            raise LMError(f"the run's data has no {split} split; use --split valid or --file FILE")
-    if len(ids) // batch_size < 2:
+            raise LMError(f"the run's data has no {name} split; use --split valid or --file FILE")
+    batch_size = batch_size or validation_batch(c.train_config, len(ids))
+    if len(ids) - 1 < batch_size:
         raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
-    return c, ids, name
+    return c, ids, name, batch_size
 
 
 # --- sample ------------------------------------------------------------------------------
@@ -525,7 +556,14 @@ def eval_data(con: Consoles, ckpt: Path, split: str, text_file: Path | None, bat
     help=f"Tokens to generate (default: "
     f"{DEFAULT_LENGTH['char']} chars or {DEFAULT_LENGTH['word']} words).",
 )
-@click.option("--temperature", type=Positive, default=1.0, show_default=True)
+@click.option(
+    "--temperature",
+    type=Positive,
+    default=1.0,
+    show_default=True,
+    help="Divide the logits by T before drawing: below 1 sticks to likely tokens, above 1 "
+    "varies more.",
+)
 @click.option("--top-k", type=Pos, help="Draw from the K most likely tokens only.")
 @click.option(
     "--top-p",
@@ -633,11 +671,20 @@ def export_cmd(ckpt, out):
 
 @main.command(epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object: configuration, vocabulary size, parameters, progress, history.",
+)
 @library_errors
-def info(ckpt):
+def info(ckpt, as_json):
     """Configuration, size, progress and learning curve of a checkpoint."""
     con = Consoles()
     c = open_checkpoint(con, ckpt)
+    if as_json:
+        con.out.print(json.dumps(info_json(c, checkpoint.resolve_path(ckpt))))
+        return
     table = Table(title=str(checkpoint.resolve_path(ckpt)), show_header=False)
     table.add_column(style="bold")
     table.add_column()

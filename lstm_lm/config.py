@@ -61,6 +61,7 @@ class TrainConfig:
     dtype: str = "float32"
     max_steps: int | None = None  # optimisation steps of the whole run, resumes included
     max_tokens: int | None = None  # training tokens of the whole run
+    max_minutes: float | None = None  # of training and evaluation (`elapsed`), the whole run
     eval_every: int | None = None  # also evaluate every N steps
     save_every: float = 5.0  # minutes between saves of last.npz (besides every evaluation); 0: off
 
@@ -78,6 +79,7 @@ class TrainConfig:
             v = getattr(self, name)
             _check(v is None or v >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.save_every >= 0, "--save-every must be >= 0")
+        _check(self.max_minutes is None or self.max_minutes > 0, "--max-minutes must be positive")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of a 1-based epoch."""
@@ -85,7 +87,7 @@ class TrainConfig:
 
 
 # What `--resume` may change: how long the run goes on and how often it is evaluated.
-RESUMABLE = ("epochs", "max_steps", "max_tokens", "eval_every", "save_every")
+RESUMABLE = ("epochs", "max_steps", "max_tokens", "max_minutes", "eval_every", "save_every")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -351,6 +351,25 @@ def batchify(ids: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(ids[: n * batch_size].reshape(batch_size, n))
 
 
+def eval_streams(ids: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut a token stream into B parallel streams so that, unlike `batchify`, every token
+    but the first is a target: each row ends with the token the next one starts with, and
+    what is left over continues the last row.
+
+    ┌ a f k ┐ p q   the stream a b ... q with B = 3: f is the first row's last target and
+    │ b g l │       the second row's first input; p q, the remainder, continue the last row
+    │ c h m │       (its state carried) after the windows. Each row but the first starts
+    │ d i n │       from a fresh state: B - 1 targets are predicted with less context than
+    │ e j o │       one stream would give them.
+    └ f k p ┘
+    Returns the rows (B, L + 1) with L = (N - 1) // B, and the remainder (N - B L,), which
+    starts with the last row's final token.
+    """
+    L = (len(ids) - 1) // batch_size
+    rows = np.arange(batch_size)[:, None] * L + np.arange(L + 1)  # (B, L + 1)
+    return ids[rows], ids[batch_size * L :]
+
+
 def num_windows(data: np.ndarray, bptt: int) -> int:
     """Windows of `bptt` steps that cover (B, L) streams; the last may be shorter."""
     return -(-(data.shape[1] - 1) // bptt)

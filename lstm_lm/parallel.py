@@ -33,7 +33,7 @@ R = TypeVar("R")
 # What launchers tell their processes: MPICH's Hydra and Slurm's PMI, Open MPI, MVAPICH.
 SIZE_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 LOCAL_SIZE_ENV = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
-INSTALL = "pip install 'lstm-lm[mpi]'"
+INSTALL = "pip install 'lstm-lm[mpi]' (in a checkout: pip install '.[mpi]')"
 
 
 def _env_int(names: tuple[str, ...]) -> int:

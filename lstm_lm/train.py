@@ -29,7 +29,16 @@ import numpy as np
 from lstm_lm import LMError, checkpoint
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
-from lstm_lm.data import STDIN, Corpus, DataSource, batchify, check_fits, num_windows, window
+from lstm_lm.data import (
+    STDIN,
+    Corpus,
+    DataSource,
+    batchify,
+    check_fits,
+    eval_streams,
+    num_windows,
+    window,
+)
 from lstm_lm.download import Log, Progress
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.model import LanguageModel, State, memory_estimate
@@ -45,6 +54,12 @@ RUNS = Path("runs")  # where runs go without --out
 # enough to use the cores (PTB valid at batch 1, 2 x 200: 6.3 s in windows of 20 tokens,
 # 4.0 s in windows of 400 or 1,000, the same NLL to 10 digits).
 EVAL_WINDOW_TOKENS = 512
+# Each evaluation stream after the first reads this many tokens of the text before it, not
+# scored, before its first target, so B streams give one stream's figure at B streams' speed:
+# after 2,000 steps of `small` (B 20) PTB valid / test NLL were 7e-7 / 4e-8 from batch 1's,
+# after 1,500 of `char` (B 32) 1e-6 / 5e-8 (streams from a fresh state: 3e-5 / 1e-4 and
+# 2e-4 / 3e-4; 64 tokens of context: 1e-5 / 8e-8 and 1e-7 / 1e-6).
+EVAL_CONTEXT = 256
 
 
 def evaluate(
@@ -54,25 +69,56 @@ def evaluate(
     bptt: int | None = None,
     group: Group | None = None,
 ) -> tuple[float, int]:
-    """Summed NLL (nats) and number of targets over a whole stream, the state carried
-    across windows of `bptt` steps (default: about EVAL_WINDOW_TOKENS tokens a window).
-    With batch size 1 every token but the first is a target; with B > 1 the len(ids) % B
-    tokens of the remainder are dropped. Over a group of ranks each takes a contiguous share
-    of the B streams and the sums are the whole stream's."""
+    """Summed NLL (nats) and number of targets over a whole stream: every token but the first,
+    in B streams (`eval_streams`), each after the first primed with up to EVAL_CONTEXT tokens
+    of the text before it, the state carried across windows of `bptt` steps (default: about
+    EVAL_WINDOW_TOKENS tokens a window). Over a group of ranks each takes a contiguous share of
+    the B streams, the one holding the last also the remainder, and the sums are the whole
+    stream's."""
     group = group or Group()
     bptt = bptt or -(-EVAL_WINDOW_TOKENS // batch_size)
-    data = batchify(ids, batch_size)
+    data, rest = eval_streams(ids, batch_size)
     windows = num_windows(data, bptt)
-    data = data[group.share(batch_size)]
-    state = model.init_state(len(data))
+    share = group.share(batch_size)
+    state = primed_state(model, ids, data.shape[1] - 1, range(share.start, share.stop), bptt)
+    data = data[share]
     total, count = 0.0, 0
     for i in range(windows if len(data) else 0):
         x, y = window(data, i, bptt)
         nll, state = model.nll(x, y, state)
         total += nll
         count += y.size
+    if len(data) and share.stop == batch_size and len(rest) > 1:  # the last row goes on
+        last = [tuple(s[-1:] for s in layer) for layer in state]
+        nll, _ = model.nll(rest[None, :-1], rest[None, 1:], last)
+        total += nll
+        count += len(rest) - 1
     total, count = group.sum(total, count)
     return total, int(count)
+
+
+def primed_state(model: LanguageModel, ids: np.ndarray, L: int, rows: range, bptt: int) -> State:
+    """The initial state of evaluation rows (of L steps each, `eval_streams`): fresh for row
+    0, which starts the text; for the others, the state after the (at most EVAL_CONTEXT)
+    tokens before the row's first token."""
+    state = model.init_state(len(rows))
+    W = min(EVAL_CONTEXT, L)
+    later = np.array([b for b in rows if b > 0], dtype=np.int64)  # rows with text before them
+    if not len(later) or not W:
+        return state
+    context = ids[later[:, None] * L - W + np.arange(W)]  # (R, W)
+    primed = model.init_state(len(later))
+    for i in range(0, W, bptt):
+        primed = model.advance(context[:, i : i + bptt], primed)
+    at = len(rows) - len(later)  # rows 1, 2, ... follow row 0 where this share has it
+    return [tuple(np.concatenate([s[:at], p]) for s, p in zip(fresh, warm))
+            for fresh, warm in zip(state, primed)]  # fmt: skip
+
+
+def validation_batch(tc: TrainConfig, tokens: int) -> int:
+    """The streams a run validates with, and `eval`'s default, so that their figures agree:
+    the training batch, fewer for a split too short to give each stream a window."""
+    return min(tc.batch_size, max(1, tokens // (tc.bptt + 1)))
 
 
 def available_memory() -> int | None:
@@ -196,7 +242,7 @@ class Event:
     lr: float = 0.0
     loss: float = 0.0  # "step": this window's mean NLL
     metrics: dict | None = None  # "eval": the metrics.jsonl line
-    reason: str = ""  # "end": finished | max-steps | max-tokens | interrupted
+    reason: str = ""  # "end": finished | max-steps | max-tokens | max-minutes | interrupted
     windows: int = 0  # windows per epoch
     total: int = 0  # steps the whole run will have taken when it ends (resumes included)
 
@@ -263,7 +309,7 @@ class Trainer:
         data = batchify(corpus.train, tc.batch_size)  # (B, N/B)
         self.windows = num_windows(data, tc.bptt)
         self.data = data[self.block]
-        self.valid_batch = min(tc.batch_size, max(1, len(corpus.valid) // (tc.bptt + 1)))
+        self.valid_batch = validation_batch(tc, len(corpus.valid))
         self.optimizer = OPTIMIZERS[tc.optimizer](model.params)
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
         self._emit = on_event or (lambda e: None)
@@ -277,6 +323,7 @@ class Trainer:
             self.optimizer.load_state_dict(resume.optimizer)
             if self.st.window > 0 and resume.state is not None:  # all B streams: ours
                 self.hidden = [tuple(s[self.block] for s in layer) for layer in resume.state]
+        self.out_of_time = self.over_budget()  # from the checkpoint: the same on every rank
         self.group.check_same("the data", [corpus.train, corpus.valid],
                               "give every process the same files")  # fmt: skip
         self.group.broadcast_(model.params)
@@ -285,9 +332,9 @@ class Trainer:
         return self.model.init_state(self.data.shape[0])
 
     def run(self, should_stop: Callable[[], bool]) -> TrainState:
-        """Train until the run is finished, stopped by max_steps / max_tokens, or asked to
-        stop; last.npz is saved at every evaluation, every `save_every` minutes and at the end,
-        so a crash loses at most the work since then."""
+        """Train until the run is finished, stopped by max_steps / max_tokens / max_minutes, or
+        asked to stop; last.npz is saved at every evaluation, every `save_every` minutes and at
+        the end, so a crash loses at most the work since then."""
         st, tc = self.st, self.tc
         self._prepare_run_dir()
         self.emit("start", tc.lr_at(st.epoch))
@@ -296,7 +343,7 @@ class Trainer:
             self.step()
             # decided together: the ranks' clocks and signals do not arrive in step
             due = tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every
-            stop, due = self.group.any(should_stop(), due)
+            stop, due, self.out_of_time = self.group.any(should_stop(), due, self.over_budget())
             if st.window == self.windows:  # the next epoch starts afresh: saved now, resumed there
                 lr = tc.lr_at(st.epoch)
                 st.epoch += 1
@@ -396,6 +443,11 @@ class Trainer:
         if name == LAST:
             self.saved_at, self.saved_step = time.monotonic(), st.step
 
+    def over_budget(self) -> bool:
+        """Whether this rank's clock has passed --max-minutes (the ranks decide together)."""
+        limit = self.tc.max_minutes
+        return limit is not None and self.st.elapsed >= 60 * limit
+
     def stop_if_diverged(self, split: str, loss: float) -> None:
         """Stop the run, before anything is saved, if `loss` says the weights blew up."""
         if diverged(loss, self.model.config.vocab_size):
@@ -411,14 +463,7 @@ class Trainer:
         return "; the checkpoints saved before were kept"
 
     def stop_reason(self) -> str:
-        st, tc = self.st, self.tc
-        if st.epoch > tc.epochs:
-            return "finished"
-        if tc.max_steps is not None and st.step >= tc.max_steps:
-            return "max-steps"
-        if tc.max_tokens is not None and st.tokens >= tc.max_tokens:
-            return "max-tokens"
-        return ""
+        return stop_reason(self.st, self.tc, self.out_of_time)
 
     def _write_metrics(self) -> None:
         """metrics.jsonl: the evaluations of the run so far (the checkpoints' history), whole
@@ -443,6 +488,20 @@ class Trainer:
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
         checkpoint.remove_stale_temporaries(self.run_dir)
+
+
+def stop_reason(st: TrainState, tc: TrainConfig, out_of_time: bool | None = None) -> str:
+    """What ends a run that stands at `st`: "finished", "max-steps", "max-tokens",
+    "max-minutes" (`out_of_time`; by default from st.elapsed), or "" while it goes on."""
+    if out_of_time is None:
+        out_of_time = tc.max_minutes is not None and st.elapsed >= 60 * tc.max_minutes
+    if st.epoch > tc.epochs:
+        return "finished"
+    if tc.max_steps is not None and st.step >= tc.max_steps:
+        return "max-steps"
+    if tc.max_tokens is not None and st.tokens >= tc.max_tokens:
+        return "max-tokens"
+    return "max-minutes" if out_of_time else ""
 
 
 def fit(
@@ -478,6 +537,11 @@ class Run:
     rng: np.random.Generator
     resume: checkpoint.Checkpoint | None = None
     group: Group | None = None
+
+    def stop_reason(self) -> str:
+        """What would end the run before its first step ("" if it would train)."""
+        st = TrainState(**self.resume.train_state) if self.resume is not None else TrainState()
+        return stop_reason(st, self.config)
 
     def fit(self, on_event=None, should_stop=None) -> TrainState:
         return fit(

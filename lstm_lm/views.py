@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from rich.console import Console
@@ -73,9 +75,14 @@ class FetchView(contextlib.AbstractContextManager):
             self.bar.stop()
 
 
+# Without a terminal (a log file, a pipe), training prints a progress line this often.
+PROGRESS_SECONDS = 30.0
+
+
 class TrainView:
-    """Renders training events: one progress bar for the whole run, a line per evaluation, a
-    sample at each epoch end, and the summary at the end."""
+    """Renders training events: one progress bar for the whole run (on a terminal; elsewhere a
+    plain line every PROGRESS_SECONDS), a line per evaluation, a sample at each epoch end, and
+    the summary at the end."""
 
     def __init__(self, con: Consoles, run: Run, as_json: bool):
         self.con, self.run, self.as_json = con, run, as_json
@@ -90,11 +97,40 @@ class TrainView:
             transient=True,
         )
         self.task, self.reason = None, ""
+        self.lines = not con.log.is_terminal and not con.log.quiet
+        self.since = ProgressSince(time.monotonic())  # set again when training starts
 
     def __call__(self, ev):
         getattr(self, f"on_{ev.kind}", lambda ev: None)(ev)
 
+    def on_start(self, ev):
+        self.since = ProgressSince(time.monotonic(), ev.state.tokens)
+
     def on_step(self, ev):
+        if self.lines:
+            self.progress_line(ev)
+        else:
+            self.update_bar(ev)
+
+    def progress_line(self, ev):
+        """A plain line (step, epoch, train ppl, tok/s, time left) at most every
+        PROGRESS_SECONDS."""
+        st, since, now = ev.state, self.since, time.monotonic()
+        since.add(ev.loss)
+        if now - since.start < PROGRESS_SECONDS:
+            return
+        seconds, steps = now - since.start, since.steps
+        left = (ev.total - st.step) * seconds / steps
+        if self.run.config.max_minutes is not None:
+            left = min(left, max(0.0, 60 * self.run.config.max_minutes - st.elapsed))
+        self.con.log.print(
+            f"step {st.step:,}/{ev.total:,}  epoch {st.epoch - 1 + st.window / ev.windows:.2f}  "
+            f"train ppl {fmt_ppl(perplexity(since.loss / steps))}  "
+            f"{(st.tokens - since.tokens) / seconds:,.0f} tok/s  {fmt_duration(left)} left"
+        )
+        self.since = ProgressSince(now, st.tokens)
+
+    def update_bar(self, ev):
         st = ev.state
         if self.task is None:
             self.bar.start()
@@ -129,8 +165,9 @@ class TrainView:
         if st.history:
             self.con.log.print(summary_table(st.history, st.best_valid))
         bpc = bits_per_char(st.best_valid, self.run.corpus.vocab.level) if st.history else None
+        limit = f" (--{self.reason} reached)" if self.reason.startswith("max-") else ""
         self.con.err.print(
-            f"{'stopped' if self.reason == 'interrupted' else 'done'}: step {st.step:,}, "
+            f"{'stopped' if self.reason == 'interrupted' else 'done'}: step {st.step:,}{limit}, "
             f"best valid ppl {fmt_ppl(perplexity(st.best_valid)) if st.history else '-'}"
             + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
             + f", {st.elapsed / 60:.1f} min; checkpoints in {self.run.out}"
@@ -141,6 +178,28 @@ class TrainView:
             self.bar.remove_task(self.task)
             self.bar.stop()
             self.task = None
+
+
+@dataclass
+class ProgressSince:
+    """Training since the last progress line."""
+
+    start: float  # time.monotonic()
+    tokens: int = 0  # the run's tokens then
+    loss: float = 0.0  # summed over steps
+    steps: int = 0
+
+    def add(self, loss: float) -> None:
+        self.loss += loss
+        self.steps += 1
+
+
+def fmt_duration(seconds: float) -> str:
+    """40 s, 12 min, 3 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def summary_table(history: list[dict], best_valid: float) -> Table:
@@ -176,6 +235,51 @@ def describe(run: Run) -> str:
         + (f"; {run.group.size} processes" if run.group is not None and run.group.size > 1 else "")
         + f" -> {run.out}"
     )
+
+
+def nothing_to_do(run: Run, reason: str) -> str:
+    """Why a resumed run has no step left, and the option that gives it more."""
+    st, tc, out = run.resume.train_state, run.config, run.out
+    how = f"lstm-lm train --resume {out}"
+    if reason == "finished":
+        return (f"nothing to do: {out} finished its {tc.epochs} epochs at step {st['step']:,}; "
+                f"to train on, give more: {how} --epochs N (N > {tc.epochs})")  # fmt: skip
+    if reason == "max-steps":
+        return (f"nothing to do: {out} is at step {st['step']:,}, its --max-steps; "
+                f"to go on: {how} --max-steps N (N > {tc.max_steps})")  # fmt: skip
+    if reason == "max-tokens":
+        return (f"nothing to do: {out} has trained on {st['tokens']:,} tokens, its --max-tokens; "
+                f"to go on: {how} --max-tokens N (N > {tc.max_tokens})")  # fmt: skip
+    return (f"nothing to do: {out} has trained {st['elapsed'] / 60:.1f} minutes, its "
+            f"--max-minutes; to go on: {how} --max-minutes M (M > {tc.max_minutes:g})")  # fmt: skip
+
+
+def info_json(c: checkpoint.Checkpoint, path) -> dict:
+    """What `info` shows, for scripts."""
+    st, best = c.train_state, c.train_state.get("best_valid")
+    best = best if best is not None and math.isfinite(best) else None
+    return {
+        "path": str(path),
+        "format_version": c.meta["version"],
+        "lstm_lm": c.meta.get("lstm_lm"),
+        "level": c.vocab.level,
+        "vocab_size": len(c.vocab),
+        "parameters": c.model.num_params(),
+        "config": asdict(c.model.config),
+        "train_config": asdict(c.train_config),
+        "data": c.meta["data"],
+        "progress": {
+            "step": st["step"],
+            "epoch": st["epoch"],
+            "window": st["window"],
+            "tokens": st["tokens"],
+            "elapsed": st["elapsed"],
+            "best_valid_loss": best,
+            "best_valid_ppl": None if best is None else perplexity(best),
+            "best_valid_bpc": None if best is None else bits_per_char(best, c.vocab.level),
+        },
+        "history": st.get("history", []),
+    }
 
 
 def warn_unknown(con: Consoles, vocab, unknown: list[str]) -> None:
@@ -270,10 +374,11 @@ def settings_table(values: dict, origins: dict) -> Table:
     return table
 
 
-def eval_table(path, result: dict) -> Table:
+def eval_table(path, result: dict, streams: int) -> Table:
     table = Table(title=str(path))
     row = {
         "split": result["split"],
+        "streams": str(streams),
         "tokens": f"{result['tokens']:,}",
         "nll (nats/token)": f"{result['nll']:.4f}",
         "perplexity": fmt_ppl(result["ppl"]),

@@ -64,8 +64,14 @@ def test_eval_table_and_json(tiny_run):
     expected = stepwise_nll(c.model, c.load_corpus().valid)
     assert res["nll"] == pytest.approx(expected, rel=1e-5)
     assert res["ppl"] == pytest.approx(np.exp(expected), rel=1e-5)
-    r = invoke("eval", tiny_run, "--split", "valid", "--batch-size", 4, "--json")
-    assert json.loads(r.stdout)["tokens"] == 4 * (4001 // 4 - 1)  # the remainder is dropped
+    for batch in (1, 3, 4, 100, 4000):  # every token but the first scored, whatever the batch
+        r = invoke("eval", tiny_run, "--split", "valid", "--batch-size", batch, "--json")
+        res = json.loads(r.stdout)
+        assert res["tokens"] == 4000
+        if batch <= 100:  # streams of 39 tokens or more, each primed with those before it
+            assert res["nll"] == pytest.approx(expected, rel=1e-5)
+    r = invoke("eval", tiny_run, "--split", "valid", "--batch-size", 4001)
+    assert r.exit_code == 1 and "valid: too few tokens (4001) for batch size 4001" in r.output
 
 
 def test_eval_on_a_file_warns_about_unknown_words(tiny_run, tmp_path):

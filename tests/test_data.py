@@ -15,6 +15,7 @@ from lstm_lm.data import (
     batchify,
     build_vocab,
     check_fits,
+    eval_streams,
     load_corpus,
     num_windows,
     read_text,
@@ -114,6 +115,19 @@ def test_batchify_and_windows_tile_the_stream():
     x, y = np.concatenate(xs, axis=1), np.concatenate(ys, axis=1)
     assert (x == data[:, :-1]).all() and (y == data[:, 1:]).all()  # tiled, y shifted by one
     assert window(data, 1, T)[0][0, 0] == 7
+
+
+def test_eval_streams_make_every_token_but_the_first_a_target_once():
+    for N in range(2, 60):
+        ids = np.arange(N, dtype=np.int32)
+        for B in range(1, N):
+            rows, rest = eval_streams(ids, B)
+            L = (N - 1) // B
+            assert rows.shape == (B, L + 1) and rest[0] == rows[-1, -1]
+            assert (rows[1:, 0] == rows[:-1, -1]).all()  # each row starts where the last ended
+            targets = np.concatenate([rows[:, 1:].ravel(), rest[1:]])
+            assert (np.sort(targets) == ids[1:]).all()  # each once
+            assert len(rest) - 1 < B
 
 
 def test_too_small_for_one_window():

@@ -61,7 +61,9 @@ def test_load_in_pytorch(markov_chain_run, tmp_path):
     out, _ = markov_chain_run
     f = tmp_path / "m.safetensors"
     assert CliRunner().invoke(main, ["export", str(out), str(f)]).exit_code == 0
-    ours = json.loads(CliRunner().invoke(main, ["eval", str(f), "--json"]).stdout)
+    ours = json.loads(
+        CliRunner().invoke(main, ["eval", str(f), "--batch-size", "1", "--json"]).stdout
+    )
     theirs = json.loads(run("load_in_pytorch.py", f))
     assert theirs["tokens"] == ours["tokens"]
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
