@@ -17,10 +17,9 @@ from lstm_lm.cells import ONE_HOT_ROWS
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.model import LanguageModel
-from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import Group
 from lstm_lm.timing import Phases, median_rate
-from lstm_lm.train import check_memory, train_step
+from lstm_lm.train import check_memory, optimizer_for, train_step
 
 
 def _setup(config: ModelConfig, tc: TrainConfig, group: Group):
@@ -28,7 +27,9 @@ def _setup(config: ModelConfig, tc: TrainConfig, group: Group):
     check_memory(config, tc)
     rng = np.random.default_rng(tc.seed)
     model = LanguageModel.init(config, rng, tc.dtype)
-    opt = OPTIMIZERS[tc.optimizer](model.params)
+    opt = optimizer_for(tc, model.params)
+    if tc.asgd:
+        opt.start_averaging()  # what a step costs once averaging runs
     B, T, V = tc.batch_size, tc.bptt, config.vocab_size
     block = group.block(B)
     x, y = rng.integers(0, V, (B, T))[block], rng.integers(0, V, (B, T))[block]
@@ -65,8 +66,12 @@ def bench(
         "bptt": T,
         "dtype": tc.dtype,
         "optimizer": tc.optimizer,
+        "asgd": tc.asgd,
         "dropout": config.dropout,
         "input_dropout": config.input_dropout,
+        "variational": config.variational,
+        "word_dropout": config.word_dropout,
+        "weight_drop": config.weight_drop,
         "params": model.num_params(),
         "procs": group.size,
         "threads": model.threads.cores,  # per process

@@ -184,6 +184,12 @@ OPTIONS = {
                     "of the softmax."),
     "input_dropout": dict(type=Prob, help="Dropout on the one-hot token's rows of layer 0 "
                           "(an embedding's dropout)."),
+    "variational": dict(flag=True, help="Draw the --dropout and --input-dropout masks once per "
+                        "window and stream, shared by its T steps (Gal & Ghahramani 2016)."),
+    "word_dropout": dict(type=Prob, help="Drop a token type's input for a whole window: all its "
+                         "occurrences (Gal & Ghahramani's embedding dropout)."),
+    "weight_drop": dict(type=Prob, help="DropConnect on every layer's recurrent weights, one mask "
+                        "per window (Merity et al. 2017)."),
     "init_scale": dict(type=Positive, help="Weights uniform in +-this."),
     "forget_bias": dict(type=float, help="Initial forget-gate bias."),
     "chrono": dict(type=click.IntRange(min=3),
@@ -196,6 +202,10 @@ OPTIONS = {
                      help="Factor per epoch after --decay-after."),
     "decay_after": dict(type=click.IntRange(min=0), help="Epochs at constant lr before decay."),
     "optimizer": dict(type=click.Choice(list(OPTIMIZERS))),
+    "asgd": dict(flag=True, help="Averaged SGD: once validation stalls (--asgd-patience), "
+                 "evaluate and save the mean of the iterates since (Merity et al. 2017)."),
+    "asgd_patience": dict(type=Pos, metavar="N", help="--asgd starts averaging once the valid "
+                          "loss is worse than the best one from before the last N evaluations."),
     "clip": dict(type=click.FloatRange(min=0), help="Max global gradient norm (0: off)."),
     "token_lr_scale": dict(type=Positive,
                            help="Learning-rate multiplier for the one-hot token rows (SGD)."),
@@ -218,11 +228,15 @@ MODEL = (
     "hidden",
     "dropout",
     "input_dropout",
+    "variational",
+    "word_dropout",
+    "weight_drop",
     "init_scale",
     "forget_bias",
     "chrono",
 )
-STEP = ("batch_size", "bptt", "optimizer", "lr", "clip", "token_lr_scale", "seed", "dtype")
+STEP = ("batch_size", "bptt", "optimizer", "asgd", "asgd_patience", "lr", "clip", "token_lr_scale",
+        "seed", "dtype")  # fmt: skip
 SCHEDULE = (
     "epochs",
     "lr_decay",
@@ -248,7 +262,11 @@ def options(*names: str, shown: Settings | None = None, **defaults):
                 value, origin = shown.values()[name], shown.origins[name]
                 where = f"{origin.split()[1]}: " if origin.startswith("preset") else "default "
                 spec["help"] = (spec.get("help", "") + f" ({where}{value})").lstrip()
-            fn = click.option("--" + name.replace("_", "-"), name, **spec)(fn)
+            flag = "--" + name.replace("_", "-")
+            if spec.pop("flag", False):  # None unless given, as for every other option
+                flag += "/--no-" + flag[2:]
+                spec.setdefault("default", None)
+            fn = click.option(flag, name, **spec)(fn)
         return fn
 
     return attach
@@ -707,6 +725,9 @@ def info(ckpt, as_json):
     "bptt",
     "dropout",
     "input_dropout",
+    "variational",
+    "word_dropout",
+    "weight_drop",
     "seed",
     cell="lstm",
     layers=2,
@@ -714,14 +735,18 @@ def info(ckpt, as_json):
     bptt=5,
     dropout=0.0,
     input_dropout=0.0,
+    variational=False,
+    word_dropout=0.0,
+    weight_drop=0.0,
     seed=0,
 )
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
 @library_errors
-def gradcheck(cell, layers, hidden, bptt, dropout, input_dropout, seed, vocab_size):
-    """Check the hand-written backward against numerical gradients (float64)."""
+def gradcheck(bptt, seed, vocab_size, **model):
+    """Check the hand-written backward against numerical gradients (float64), the dropout
+    masks (and weight drop's) fixed."""
     con = Consoles()
-    config = usage_errors(ModelConfig, vocab_size, hidden, layers, cell, dropout, input_dropout)
+    config = usage_errors(lambda: ModelConfig(vocab_size, **model))
     errors = check_gradients(config, bptt=bptt, seed=seed)
     con.out.print(gradcheck_table(config, bptt, errors, TOLERANCE))
     worst = max(errors.values())

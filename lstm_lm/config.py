@@ -27,6 +27,9 @@ class ModelConfig:
     init_scale: float = 0.1  # weights uniform in +-init_scale
     forget_bias: float = 0.0  # initial bf (TF's BasicLSTMCell uses 1.0)
     chrono: int = 0  # JANET: bf ~ log U(1, chrono - 1) (Tallec & Ollivier 2018); 0 = off
+    variational: bool = False  # dropout masks shared by the T steps of a window (Gal 2016)
+    word_dropout: float = 0.0  # a token type's input dropped for a whole window
+    weight_drop: float = 0.0  # DropConnect on the recurrent weights (Merity et al. 2017)
 
     def __post_init__(self):
         _check(self.vocab_size >= 2, "vocab size must be at least 2")
@@ -35,11 +38,18 @@ class ModelConfig:
         _check(self.cell in CELL_TYPES, f"--cell must be one of {', '.join(CELL_TYPES)}")
         _check(0.0 <= self.dropout < 1.0, "--dropout must be in [0, 1)")
         _check(0.0 <= self.input_dropout < 1.0, "--input-dropout must be in [0, 1)")
+        _check(0.0 <= self.word_dropout < 1.0, "--word-dropout must be in [0, 1)")
+        _check(0.0 <= self.weight_drop < 1.0, "--weight-drop must be in [0, 1)")
         _check(self.init_scale > 0, "--init-scale must be positive")
         _check(
             self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
             "--chrono needs --cell janet and a value of at least 3",
         )
+
+    @property
+    def gate_columns(self) -> int:
+        """G: the columns of every layer's W, gates x H."""
+        return len(CELL_TYPES[self.cell].gates) * self.hidden
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class TrainConfig:
     lr_decay: float = 0.5  # lr of epoch e (1-based) = lr * lr_decay ** max(0, e - decay_after)
     decay_after: int = 4
     optimizer: str = "sgd"
+    asgd: bool = False  # average SGD's iterates once validation stalls (Merity et al. 2017)
+    asgd_patience: int = 5  # ... once it is worse than the best before the last N evaluations
     clip: float = 5.0  # max global gradient norm (0: no clipping)
     # Learning-rate multiplier for the one-hot token rows of layer 0 (SGD; applied after
     # clipping). An embedding model moves a word's gate input by (W_x^T W_x + |e|^2) g per
@@ -73,6 +85,7 @@ class TrainConfig:
         _check(self.decay_after >= 0, "--decay-after must be >= 0")
         _check(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         _check(self.clip >= 0, "--clip must be >= 0")
+        _check(self.asgd_patience >= 1, "--asgd-patience must be at least 1")
         _check(self.token_lr_scale > 0, "--token-lr-scale must be positive")
         _check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
         for name in ("max_steps", "max_tokens", "eval_every"):
@@ -179,6 +192,8 @@ _ONLY_FOR = (
     ("token_lr_scale", lambda m: m.get("optimizer", "sgd") == "sgd" or m["token_lr_scale"] == 1,
      "--token-lr-scale multiplies the SGD learning rate; it does not go with --optimizer "
      "{optimizer}"),
+    ("asgd", lambda m: m.get("optimizer", "sgd") == "sgd" or not m["asgd"],
+     "--asgd averages the iterates of SGD; it does not go with --optimizer {optimizer}"),
     ("forget_bias", lambda m: "f" in CELL_TYPES[m.get("cell", "lstm")].gates
      or m["forget_bias"] == 0,
      "--forget-bias sets a forget gate's bias; --cell {cell} has no forget gate"),

@@ -11,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from lstm_lm.cells import CELL_TYPES
+from lstm_lm.dropout import Masks
 
 GATES = ("f", "i", "c", "o")
-PACKED = CELL_TYPES["lstm"].gates  # order of the gate blocks in the columns of masks[0]
+PACKED = CELL_TYPES["lstm"].gates  # order of the gate blocks in the packed columns (and masks)
 
 
 def _sigmoid(a):
@@ -29,13 +30,22 @@ def literal_loss_and_grads(
     masks=None,
     scale: float = 1.0,
 ):
-    """x, y: (B, T) ids; state: per layer (h, c), each (B, H); masks: as LanguageModel.draw_masks
-    ((T, B, 4H) on layer 0's token rows, (T, B, H) on the inputs above, or None). Each of the
+    """x, y: (B, T) ids; state: per layer (h, c), each (B, H); masks: dropout.Masks as
+    LanguageModel.draw_masks gives them (variational ones of one step), or None. Each of the
     B streams is run on its own, batch 1.
     Returns (mean NLL, grads by contract name, final state, dstate0) like LanguageModel."""
     B, T = x.shape
     H, V = P["Wy"].shape
-    masks = masks or [None] * (layers + 1)
+    masks = masks or Masks.none(layers)
+
+    def at(m, t, b):  # a mask's entries at step t of stream b (one step: the window's)
+        return m[min(t, len(m) - 1), b]
+
+    def Wh(k, n):  # the recurrent rows of gate n, with weight drop where it is on
+        W, m = P[f"l{k}.W{n}"][:H], masks.recurrent[k]
+        j = PACKED.index(n)
+        return W if m is None else W * m[:, j * H : (j + 1) * H]
+
     N = B * T
     G = {k: np.zeros_like(a) for k, a in P.items()}
     total = 0.0
@@ -50,16 +60,20 @@ def literal_loss_and_grads(
             inp = np.zeros(V)
             inp[x[b, t]] = 1.0
             for k in range(layers):
-                if k > 0 and masks[k] is not None:
-                    inp = inp * masks[k][t, b]
+                if k > 0 and masks.layers[k - 1] is not None:
+                    inp = inp * at(masks.layers[k - 1], t, b)
                 z = np.concatenate([h[k], inp])  # (H + D,)
                 m = {n: np.ones(H) for n in GATES}  # dropout on the x part of layer 0's gates
-                if k == 0 and masks[0] is not None:
-                    m = {n: masks[0][t, b, j * H : (j + 1) * H] for j, n in enumerate(PACKED)}
+                if k == 0 and masks.tokens is not None:
+                    m = {
+                        n: at(masks.tokens, t, b)[j * H : (j + 1) * H] for j, n in enumerate(PACKED)
+                    }
+                if k == 0 and masks.words is not None:
+                    m = {n: v * masks.words[x[b, t]] for n, v in m.items()}
 
                 def pre(n, z=z, k=k, m=m):
                     W = P[f"l{k}.W{n}"]
-                    return z[:H] @ W[:H] + m[n] * (z[H:] @ W[H:]) + P[f"l{k}.b{n}"]
+                    return z[:H] @ Wh(k, n) + m[n] * (z[H:] @ W[H:]) + P[f"l{k}.b{n}"]
 
                 f, i, g, o = (
                     _sigmoid(pre("f")),
@@ -72,7 +86,7 @@ def literal_loss_and_grads(
                 h[k] = o * np.tanh(c[k])
                 step.append((z, m, f, i, g, o, c_prev, np.tanh(c[k])))
                 inp = h[k]
-            top = inp if masks[layers] is None else inp * masks[layers][t, b]
+            top = inp if masks.layers[-1] is None else inp * at(masks.layers[-1], t, b)
             logits = top @ P["Wy"] + P["by"]
             p = np.exp(logits - logits.max())
             p /= p.sum()
@@ -91,8 +105,8 @@ def literal_loss_and_grads(
             G["Wy"] += np.outer(top, dlogits)
             G["by"] += dlogits
             dabove = P["Wy"] @ dlogits
-            if masks[layers] is not None:
-                dabove = dabove * masks[layers][t, b]
+            if masks.layers[-1] is not None:
+                dabove = dabove * at(masks.layers[-1], t, b)
             for k in reversed(range(layers)):
                 z, m, f, i, g, o, c_prev, tanh_c = step[k]
                 dh = dabove + dh_next[k]
@@ -107,15 +121,19 @@ def literal_loss_and_grads(
                 dz = np.zeros_like(z)
                 for name in GATES:
                     W, dW, dx = P[f"l{k}.W{name}"], G[f"l{k}.W{name}"], da[name] * m[name]
-                    dW[:H] += np.outer(z[:H], da[name])
+                    dWh = np.outer(z[:H], da[name])
+                    if masks.recurrent[k] is not None:
+                        j = PACKED.index(name)
+                        dWh *= masks.recurrent[k][:, j * H : (j + 1) * H]
+                    dW[:H] += dWh
                     dW[H:] += np.outer(z[H:], dx)
                     G[f"l{k}.b{name}"] += da[name]
-                    dz[:H] += W[:H] @ da[name]
+                    dz[:H] += Wh(k, name) @ da[name]
                     dz[H:] += W[H:] @ dx
                 dh_next[k], dc_next[k] = dz[:H], dc * f
                 dabove = dz[H:]
-                if k > 0 and masks[k] is not None:
-                    dabove = dabove * masks[k][t, b]
+                if k > 0 and masks.layers[k - 1] is not None:
+                    dabove = dabove * at(masks.layers[k - 1], t, b)
         for k in range(layers):
             dstate0[k][0][b], dstate0[k][1][b] = dh_next[k], dc_next[k]
     return total / N, G, final, dstate0

@@ -8,9 +8,11 @@ Parameters are stored packed, one buffer per layer whose column blocks are the g
     Wy      (H, V),  by (V,)
 The contract names of the checkpoint (`l0.Wf`, `l0.Wi`, ..., `Wy`, `by`) are views of these
 buffers (`named_arrays`). Dropout (Zaremba et al. 2014) sits on the non-recurrent
-connections only: the input of every layer above the first, and the input of the softmax.
-The one-hot input has nothing to drop; its analogue, `input_dropout`, drops entries of the
-token's row W[H + token] (what an embedding would feed the gates), off by default.
+connections: the input of every layer above the first, and the input of the softmax. The
+one-hot input has nothing to drop; its analogue, `input_dropout`, drops entries of the
+token's row W[H + token] (what an embedding would feed the gates). The masks, their
+variational and per-type variants and DropConnect on the recurrent weights are drawn and
+applied by `dropout`; all are off by default.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lstm_lm import LMError
+from lstm_lm import LMError, dropout
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
+from lstm_lm.dropout import Masks, weight_drop_backward, weight_drop_forward
 from lstm_lm.parallel import Group
 from lstm_lm.threads import Threads
 from lstm_lm.timing import Phases
@@ -69,16 +72,16 @@ def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str,
 
 
 def memory_estimate(config: ModelConfig, batch_size: int, bptt: int, optimizer: str = "sgd",
-                    dtype="float32") -> int:  # fmt: skip
+                    dtype="float32", asgd: bool = False) -> int:  # fmt: skip
     """Bytes that training allocates, roughly: parameters, gradients and optimiser memory
-    (Adam two arrays per parameter, Adagrad one, and a scratch buffer of the largest), one
-    window's activations of every layer and its (N, V) logits. Python integers, so an
-    absurd size cannot overflow."""
+    (Adam two arrays per parameter, Adagrad one, ASGD the average and the iterate while it is
+    evaluated, and a scratch buffer of the largest), one window's activations of every layer
+    and its (N, V) logits. Python integers, so an absurd size cannot overflow."""
     H, V, L = config.hidden, config.vocab_size, config.layers
     G = len(CELL_TYPES[config.cell].gates) * H
     params = sum((H + (V if k == 0 else H) + 1) * G for k in range(L)) + (H + 1) * V
     largest = max((H + V) * G, H * V)
-    copies = 2 + {"adam": 2, "adagrad": 1}.get(optimizer, 0)
+    copies = 2 + {"adam": 2, "adagrad": 1}.get(optimizer, 0) + 2 * asgd
     N = batch_size * bptt
     per_layer = N * (4 * G + 6 * H)  # xproj, gate activations, their gradients, masks; h, c, ...
     return np.dtype(dtype).itemsize * (copies * params + largest + L * per_layer + 2 * N * V)
@@ -181,22 +184,12 @@ class LanguageModel:
         z = lambda: np.zeros((batch_size, self.config.hidden), self.dtype)  # noqa: E731
         return [tuple(z() for _ in range(self.cell.n_state)) for _ in range(self.config.layers)]
 
-    def draw_masks(self, T: int, B: int, rng: np.random.Generator) -> list[np.ndarray | None]:
-        """Inverted-dropout masks: masks[0] (T, B, G) for the token rows of layer 0 (None
-        without input_dropout), masks[k] (T, B, H) for the input of layer k >= 1 and
-        masks[L] for the input of the softmax (None without dropout)."""
-        c, G = self.config, len(self.cell.gates) * self.config.hidden
-
-        def mask(p, shape):
-            keep = self.dtype.type(1 / (1 - p))
-            return (rng.random(shape, dtype=self.dtype) >= p) * keep if p > 0 else None
-
-        return [mask(c.input_dropout, (T, B, G))] + [
-            mask(c.dropout, (T, B, c.hidden)) for _ in range(c.layers)
-        ]
+    def draw_masks(self, T: int, B: int, rng: np.random.Generator) -> Masks:
+        """The dropout masks of one (B, T) window (dropout.Masks)."""
+        return dropout.drawn(self.config, T, B, rng, self.dtype)
 
     # --- forward / backward ------------------------------------------------------------
-    def _forward(self, tokens: np.ndarray, state: State, masks):
+    def _forward(self, tokens: np.ndarray, state: State, masks: Masks):
         """tokens (T, B) -> top hidden (T, B, H) after dropout, final state, caches."""
         H, phase = self.config.hidden, self.phases
         caches, final, hs = [], [], None
@@ -204,15 +197,18 @@ class LanguageModel:
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
             with phase("input projections"):
                 if k == 0:
-                    inp, xproj = None, embed_forward(tokens, W[H:], b, masks[0])
+                    inp = None
+                    xproj = embed_forward(tokens, W[H:], b, masks.token_rows(tokens))
                 else:
-                    inp = hs if masks[k] is None else hs * masks[k]
+                    m = masks.layers[k - 1]
+                    inp = hs if m is None else hs * m
                     xproj = linear_forward(inp, W[H:], b)
+                Wh, dropped = weight_drop_forward(W[:H], masks.recurrent[k])
             with phase("time loop, forward"), self._time_loop(tokens.shape[1]):
-                hs, stateT, cache = self.cell.forward(xproj, state[k], W[:H])
+                hs, stateT, cache = self.cell.forward(xproj, state[k], Wh)
             final.append(tuple(s.copy() for s in stateT))
-            caches.append((inp, cache))
-        top = hs if masks[-1] is None else hs * masks[-1]
+            caches.append((inp, cache, dropped))
+        top = hs if masks.layers[-1] is None else hs * masks.layers[-1]
         return top, final, caches
 
     def _output(self, top: np.ndarray) -> np.ndarray:
@@ -246,11 +242,11 @@ class LanguageModel:
         B, T = x.shape
         H, N, phase = self.config.hidden, B * T, self.phases
         if masks is None:
-            dropout = self.config.dropout > 0 or self.config.input_dropout > 0
-            if dropout and rng is None:
+            drawn = dropout.any_drawn(self.config)
+            if drawn and rng is None:
                 raise ValueError("dropout needs an rng or explicit masks")
             with phase("dropout masks"):
-                masks = self.draw_masks(T, B, rng) if dropout else [None] * (self.config.layers + 1)
+                masks = self.draw_masks(T, B, rng) if drawn else Masks.none(self.config.layers)
         tokens = x.T  # (T, B)
         top, final, caches = self._forward(tokens, state, masks)
 
@@ -265,31 +261,31 @@ class LanguageModel:
         with phase("output GEMMs"):
             np.matmul(top2.T, dlogits, out=g["Wy"])
             dhs = dtop(dlogits, Wy).reshape(T, B, H)
-        if masks[-1] is not None:
-            dhs *= masks[-1]
+        if masks.layers[-1] is not None:
+            dhs *= masks.layers[-1]
 
         dstate0 = [None] * self.config.layers
         for k in reversed(range(self.config.layers)):
-            inp, cache = caches[k]
+            inp, cache, dropped = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
             with phase("time loop, backward"), self._time_loop(B):
                 dxproj, dWh, dstate0[k] = self.cell.backward(
                     dhs, (None,) * self.cell.n_state, cache
                 )
-            dW[:H] = dWh
+            dW[:H] = weight_drop_backward(dWh, dropped)
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
             if k == 0:
                 with phase("token rows"):
-                    rows, drows = embed_backward(
-                        dxproj if masks[0] is None else dxproj * masks[0], tokens
-                    )
+                    m = masks.token_rows(tokens)
+                    rows, drows = embed_backward(dxproj if m is None else dxproj * m, tokens)
                     dW[H + self._token_rows] = 0
                     dW[H + rows] = drows
                     self._token_rows = rows
             else:
                 with phase("input projections"):
                     dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
-                    dhs = dinp if masks[k] is None else dinp * masks[k]
+                    m = masks.layers[k - 1]
+                    dhs = dinp if m is None else dinp * m
         touched = np.concatenate([np.arange(H), H + rows])
         return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched}, rows)
 
@@ -339,7 +335,7 @@ class LanguageModel:
             return self._nll_window(x, y, state, keep)
 
     def _nll_window(self, x, y, state, keep) -> tuple[np.ndarray, State]:
-        top, final, _ = self._forward(x.T, state, [None] * (self.config.layers + 1))
+        top, final, _ = self._forward(x.T, state, Masks.none(self.config.layers))
         B, T = x.shape
         top, targets = top.reshape(B * T, -1), y.T.ravel()
         if keep is None:
@@ -353,10 +349,10 @@ class LanguageModel:
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""
         with self.threads.evaluation():
-            return self._forward(x.T, state, [None] * (self.config.layers + 1))[1]
+            return self._forward(x.T, state, Masks.none(self.config.layers))[1]
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""
         with self.threads.evaluation():
-            top, final, _ = self._forward(tokens[None, :], state, [None] * (self.config.layers + 1))
+            top, final, _ = self._forward(tokens[None, :], state, Masks.none(self.config.layers))
             return self._output(top[0]).astype(np.float64), final

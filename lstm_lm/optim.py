@@ -11,6 +11,8 @@ only. Adam's moments decay on every row, so Adam stays dense.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 Rows = dict[str, np.ndarray]
@@ -66,6 +68,67 @@ class SGD:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.t = int(state["t"])
+
+    def averaged(self):
+        """Context in which the parameters are what evaluation and checkpoints use (ASGD: the
+        average of the iterates; here the parameters themselves)."""
+        return contextlib.nullcontext()
+
+
+class ASGD(SGD):
+    """SGD that, from `start_averaging()` on, also keeps the mean of its iterates (Polyak &
+    Juditsky 1992), which evaluation and checkpoints use; when to start is the trainer's
+    (Merity et al. 2017's non-monotone trigger). Within `averaged()` the parameters hold the
+    average and `state_dict` the iterate, so a checkpoint's parameters are the model to use
+    and `load_state_dict` (into those parameters) restores both."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        super().__init__(params)
+        self.params = params
+        self.avg: dict[str, np.ndarray] | None = None
+        self.n = 0  # iterates in the average
+        self._iterate: dict[str, np.ndarray] | None = None  # within averaged()
+
+    def start_averaging(self) -> None:
+        self.avg, self.n = {k: p.copy() for k, p in self.params.items()}, 1
+
+    def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
+        super().step(params, grads, lr, rows)
+        if self.avg is not None:
+            self.n += 1
+            for k, p in params.items():
+                u = np.subtract(p, self.avg[k], out=self.scratch(p))
+                u *= p.dtype.type(1 / self.n)
+                self.avg[k] += u
+
+    @contextlib.contextmanager
+    def averaged(self):
+        if self.avg is None:
+            yield
+            return
+        self._iterate = {k: p.copy() for k, p in self.params.items()}
+        for k, p in self.params.items():
+            p[...] = self.avg[k]
+        try:
+            yield
+        finally:
+            for k, p in self.params.items():
+                p[...] = self._iterate[k]
+            self._iterate = None
+
+    def state_dict(self):
+        state = {"t": np.array(self.t), "n": np.array(self.n)}
+        if self.avg is not None:
+            iterate = self._iterate if self._iterate is not None else self.params
+            state.update({f"iterate.{k}": a for k, a in iterate.items()})
+        return state
+
+    def load_state_dict(self, state):
+        self.t, self.n = int(state["t"]), int(state.get("n", 0))
+        if self.n:  # the parameters hold the average, the state the iterate
+            self.avg = {k: p.copy() for k, p in self.params.items()}
+            for k, p in self.params.items():
+                p[...] = state[f"iterate.{k}"]
 
 
 class Adam(SGD):

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lstm_lm import LMError, checkpoint
+from lstm_lm import LMError, checkpoint, dropout
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
 from lstm_lm.data import (
@@ -42,7 +42,7 @@ from lstm_lm.data import (
 from lstm_lm.download import Log, Progress
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.model import LanguageModel, State, memory_estimate
-from lstm_lm.optim import OPTIMIZERS, SGD, clip_global_norm_
+from lstm_lm.optim import ASGD, OPTIMIZERS, SGD, clip_global_norm_
 from lstm_lm.parallel import Group, RanksError
 
 METRICS = "metrics.jsonl"  # in a run directory: one JSON line per evaluation
@@ -133,7 +133,7 @@ def available_memory() -> int | None:
 
 def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
     """Refuse, with the figures, a configuration that cannot fit in memory."""
-    need = memory_estimate(config, tc.batch_size, tc.bptt, tc.optimizer, tc.dtype)
+    need = memory_estimate(config, tc.batch_size, tc.bptt, tc.optimizer, tc.dtype, tc.asgd)
     have = available_memory()
     if have is not None and need > have:
         raise LMError(
@@ -160,6 +160,11 @@ class Step(NamedTuple):
     @property
     def finite(self) -> bool:
         return math.isfinite(self.loss) and math.isfinite(self.norm)
+
+
+def optimizer_for(tc: TrainConfig, params: dict[str, np.ndarray]) -> SGD:
+    """The optimiser a training config asks for, over these parameters."""
+    return (ASGD if tc.asgd else OPTIMIZERS[tc.optimizer])(params)
 
 
 def step_keeps_bits(model: LanguageModel, B: int, T: int) -> bool:
@@ -200,10 +205,10 @@ def train_step(
     Over a group of ranks x, y and state are this rank's block of the batch; the dropout
     masks are drawn for the whole batch and sliced, so the step does not depend on P."""
     group, masks, T, phase = group or Group(), None, x.shape[1], model.phases
-    if group.size > 1 and (model.config.dropout > 0 or model.config.input_dropout > 0):
+    if group.size > 1 and dropout.any_drawn(model.config):
         B = x.shape[0] * group.size
         with phase("dropout masks"):
-            masks = [m if m is None else m[:, group.block(B)] for m in model.draw_masks(T, B, rng)]
+            masks = model.draw_masks(T, B, rng).streams(group.block(B))
     with (
         model.threads.training_step(lambda: step_keeps_bits(model, *x.shape)),
         np.errstate(over="ignore", invalid="ignore"),  # divergence: caught below, one line
@@ -231,6 +236,8 @@ class TrainState:
     tokens: int = 0
     elapsed: float = 0.0  # seconds of training and evaluation, resumes included
     best_valid: float = math.inf
+    asgd_from: int | None = None  # the step --asgd started averaging at
+    scheduled_losses: list = field(default_factory=list)  # valid, at epoch ends / --eval-every
     rng: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # the metrics of every evaluation
 
@@ -310,7 +317,7 @@ class Trainer:
         self.windows = num_windows(data, tc.bptt)
         self.data = data[self.block]
         self.valid_batch = validation_batch(tc, len(corpus.valid))
-        self.optimizer = OPTIMIZERS[tc.optimizer](model.params)
+        self.optimizer = optimizer_for(tc, model.params)
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
         self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -357,7 +364,7 @@ class Trainer:
                 self.save(LAST)
             reason = self.stop_reason() or ("interrupted" if stop else "")
         if reason != "interrupted" and self.since.tokens and st.window > 0:
-            self.evaluate(tc.lr_at(st.epoch))  # stopped mid-epoch: evaluate what was trained
+            self.evaluate(tc.lr_at(st.epoch), scheduled=False)  # stopped mid-epoch: what it got
         if self.saved_step != st.step:  # interrupted: at once, the user is waiting
             self.save(LAST)
         self.emit("end", tc.lr_at(min(st.epoch, tc.epochs)), reason=reason)
@@ -402,17 +409,22 @@ class Trainer:
         self.since.seconds += dt
         self.emit("step", lr, loss=step.loss)
 
-    def evaluate(self, lr: float) -> None:
-        """Validation loss: a metrics line; best.npz when it is the best so far; last.npz."""
+    def evaluate(self, lr: float, scheduled: bool = True) -> None:
+        """Validation loss: a metrics line; best.npz when it is the best so far; last.npz.
+        `scheduled`: at an epoch end or --eval-every, where an uninterrupted run evaluates too
+        (what --asgd's trigger may look at), not where a stopped run adds one."""
         st, since = self.st, self.since
         t0 = time.perf_counter()
-        nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, group=self.group)
+        with self.optimizer.averaged():
+            nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, group=self.group)
         self.group.check_same(
             "the parameters", self.model.params.values(),
             f"the run stopped at step {st.step}; its checkpoints were kept (resume from them)",
         )  # fmt: skip
         st.elapsed += time.perf_counter() - t0
         self.stop_if_diverged("valid", nll / n)
+        if scheduled:
+            self.maybe_start_averaging(nll / n)
         line = metrics_line(st, lr, since.loss / max(since.tokens, 1), nll / n,
                             since.tokens / max(since.seconds, 1e-9), self.corpus.vocab.level,
                             self.windows)  # fmt: skip
@@ -424,6 +436,16 @@ class Trainer:
             self.save(BEST)
         self.save(LAST)
         self.emit("eval", lr, metrics=line)
+
+    def maybe_start_averaging(self, valid_loss: float) -> None:
+        """Merity et al.'s non-monotone trigger for --asgd: start averaging once the
+        validation loss is worse than the best one from before the last N evaluations."""
+        st = self.st
+        if self.tc.asgd and st.asgd_from is None:
+            if stalled(st.scheduled_losses, valid_loss, self.tc.asgd_patience):
+                self.optimizer.start_averaging()
+                st.asgd_from = st.step
+        st.scheduled_losses.append(valid_loss)
 
     def save(self, name: str) -> None:
         """Everything the next step depends on, as `name` in the run directory (by rank 0,
@@ -437,9 +459,10 @@ class Trainer:
         state = None
         if st.window > 0:
             state = [tuple(self.group.gather(s) for s in layer) for layer in self.hidden]
-        self.group.on_main(lambda: checkpoint.save(
-            self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
-            self.corpus.source, self.optimizer.state_dict(), state))  # fmt: skip
+        with self.optimizer.averaged():  # the model to use; the iterate in the optimiser state
+            self.group.on_main(lambda: checkpoint.save(
+                self.run_dir / name, self.model, self.corpus.vocab, self.tc, asdict(st),
+                self.corpus.source, self.optimizer.state_dict(), state))  # fmt: skip
         if name == LAST:
             self.saved_at, self.saved_step = time.monotonic(), st.step
 
@@ -488,6 +511,12 @@ class Trainer:
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
         checkpoint.remove_stale_temporaries(self.run_dir)
+
+
+def stalled(losses: list[float], loss: float, patience: int) -> bool:
+    """Merity et al.'s non-monotone criterion: `loss` is worse than the best of `losses`
+    (the earlier evaluations) from before the last `patience` of them."""
+    return len(losses) > patience and loss > min(losses[:-patience])
 
 
 def stop_reason(st: TrainState, tc: TrainConfig, out_of_time: bool | None = None) -> str:

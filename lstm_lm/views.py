@@ -151,6 +151,7 @@ class TrainView:
             f"epoch {m['epoch']:.2f}  step {m['step']:,}  train ppl {fmt_ppl(m['train_ppl'])}  "
             f"valid ppl {fmt_ppl(m['valid_ppl'])}{bpc}  lr {m['lr']:.3g}  "
             f"{m['tokens_per_s']:,.0f} tok/s  {m['elapsed'] / 60:.1f} min"
+            + (f"  (averaged since step {ev.state.asgd_from:,})" if ev.state.asgd_from else "")
         )
 
     def on_epoch_end(self, ev):
@@ -224,14 +225,24 @@ def summary_table(history: list[dict], best_valid: float) -> Table:
     return table
 
 
+def regularisers(c) -> str:
+    """A model config's dropout of every kind: "dropout 0.2, input dropout 0.2, ..."."""
+    parts = [f"dropout {c.dropout:g}"]
+    for name in ("input_dropout", "word_dropout", "weight_drop"):
+        if getattr(c, name):
+            parts.append(f"{name.replace('_', ' ')} {getattr(c, name):g}")
+    return ", ".join(parts + ["variational"] * c.variational)
+
+
 def describe(run: Run) -> str:
     c, tc = run.model.config, run.config
     return (
         f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, "
         f"{run.model.num_params():,} parameters; {len(run.corpus.train):,} training tokens; "
-        f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}, "
-        f"dropout {c.dropout:g}"
-        + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "")
+        f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}"
+        + (f" + ASGD (patience {tc.asgd_patience})" if tc.asgd else "")
+        + ", "
+        + regularisers(c)
         + (f"; {run.group.size} processes" if run.group is not None and run.group.size > 1 else "")
         + f" -> {run.out}"
     )
@@ -320,8 +331,7 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
     return [
         (
             "model",
-            f"{m.cell} {m.layers} x {m.hidden}, dropout {m.dropout:g}"
-            + (f", input dropout {m.input_dropout:g}" if m.input_dropout else "")
+            f"{m.cell} {m.layers} x {m.hidden}, {regularisers(m)}"
             + f", init ±{m.init_scale:g}"
             + (f", forget bias {m.forget_bias:g}" if m.forget_bias else ""),
         ),
@@ -335,7 +345,9 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
             f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
             f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, "
             f"seed {tc.seed}"
-            + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else ""),
+            + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else "")
+            + (f", ASGD (patience {tc.asgd_patience})" if tc.asgd else "")
+            + (f", averaging since step {st['asgd_from']:,}" if st.get("asgd_from") else ""),
         ),
         (
             "progress",
@@ -395,8 +407,7 @@ def gradcheck_table(config, bptt: int, errors: dict, tolerance: float) -> Table:
     c = config
     table = Table(
         title=f"gradient check: {c.cell} {c.layers} x {c.hidden}, T {bptt}, "
-        f"V {c.vocab_size}, dropout {c.dropout:g}"
-        + (f", input dropout {c.input_dropout:g}" if c.input_dropout else "")
+        f"V {c.vocab_size}, {regularisers(c)}"
     )
     table.add_column("array")
     table.add_column("max relative error", justify="right")

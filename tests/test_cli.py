@@ -125,6 +125,11 @@ def test_gradcheck_command():
     assert "input dropout 0.3" in r.stdout
     assert "l1.Wo" in r.stdout and "state.l1.1" in r.stdout and "FAIL" not in r.stdout
     assert "all 22 arrays within 1e-06" in r.stderr
+    options = "--hidden 4 --bptt 3 --weight-drop 0.5 --word-dropout 0.3 --variational --dropout 0.2"
+    r = invoke("gradcheck", *options.split())
+    assert r.exit_code == 0, r.output
+    assert "word dropout 0.3, weight drop 0.5, variational" in r.stdout
+    assert "all 22 arrays within 1e-06" in r.stderr
 
 
 def test_gradcheck_command_fails_on_a_wrong_backward(broken_lstm_backward):

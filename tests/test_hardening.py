@@ -119,6 +119,9 @@ def test_output_to_a_closed_pipe(tiny_run):
      "--token-lr-scale multiplies the SGD learning rate; it does not go with --optimizer adam"),
     (["train", "--cell", "gru", "--forget-bias", 1], "--cell gru has no forget gate"),
     (["train", "--cell", "lstm", "--chrono", 50], "--chrono needs --cell janet"),
+    (["train", "--optimizer", "adam", "--asgd"],
+     "--asgd averages the iterates of SGD; it does not go with --optimizer adam"),
+    (["train", "--resume", "{run}", "--weight-drop", 0.2], "(got --weight-drop)"),
 ])  # fmt: skip
 def test_options_in_conflict_are_refused_naming_both(tiny_run, args, message):
     r = invoke(*[str(a).format(run=tiny_run) for a in args])
@@ -150,6 +153,9 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
         12,
         "--optimizer",
         "adam",
+        "--variational",
+        "--weight-drop",
+        0.5,
         "--dry-run",
         "--out",
         out,
@@ -162,6 +168,8 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
     assert rows["dropout"] == ["0.2", "preset small"]  # what explicit options inherit, shown
     assert rows["token-lr-scale"][0] == "1.0" and "does not apply" in rows["token-lr-scale"][1]
     assert rows["seed"] == ["0", "default"] and rows["out"] == [str(out), "option"]
+    assert rows["variational"] == ["True", "option"] and rows["weight-drop"] == ["0.5", "option"]
+    assert rows["word-dropout"] == ["0.0", "default"] and rows["asgd"] == ["False", "default"]
     assert not out.exists()
 
 

@@ -31,15 +31,41 @@ def test_gradient_check(layers, dropout, input_dropout):
     assert max(errors.values()) < TOLERANCE, errors
 
 
+REGULARISED = [
+    dict(variational=True, dropout=0.4, input_dropout=0.3),
+    dict(word_dropout=0.4),
+    dict(weight_drop=0.5),
+    dict(variational=True, dropout=0.3, input_dropout=0.3, word_dropout=0.3, weight_drop=0.4),
+]
+
+
+@pytest.mark.parametrize("options", REGULARISED)
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "janet"])
+def test_gradient_check_of_the_2016_17_regularisers(options, cell):
+    """Variational, word dropout and weight drop with fixed masks (weight drop changes the
+    weights the time loop multiplies by, so its backward must mask their gradient)."""
+    config = ModelConfig(vocab_size=11, hidden=5, layers=2, cell=cell, **options)
+    errors = check_gradients(config, batch_size=2, bptt=5, seed=3)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
+def test_gradient_check_catches_a_weight_drop_backward_left_out(monkeypatch):
+    import lstm_lm.model
+
+    monkeypatch.setattr(lstm_lm.model, "weight_drop_backward", lambda dWh, cache: dWh)
+    errors = check_gradients(ModelConfig(vocab_size=7, hidden=4, layers=1, weight_drop=0.5))
+    assert errors["l0.Wf"] > TOLERANCE
+
+
 def test_gradient_check_catches_a_wrong_backward(broken_lstm_backward):
     """The check can fail: break one term of the backward and it must notice."""
     errors = check_gradients(ModelConfig(vocab_size=7, hidden=4, layers=1), bptt=3)
     assert errors["l0.Wf"] > TOLERANCE
 
 
-def random_model(rng, layers, dropout=0.0, V=7, H=5, input_dropout=0.0):
+def random_model(rng, layers, dropout=0.0, V=7, H=5, input_dropout=0.0, **more):
     config = ModelConfig(
-        vocab_size=V, hidden=H, layers=layers, dropout=dropout, input_dropout=input_dropout
+        vocab_size=V, hidden=H, layers=layers, dropout=dropout, input_dropout=input_dropout, **more
     )
     m = LanguageModel.init(config, rng, "float64")
     for p in m.params.values():
@@ -48,11 +74,13 @@ def random_model(rng, layers, dropout=0.0, V=7, H=5, input_dropout=0.0):
 
 
 @pytest.mark.parametrize(
-    "layers,dropout,input_dropout", [(1, 0.0, 0.0), (2, 0.3, 0.0), (2, 0.3, 0.4)]
+    "layers,dropout,input_dropout,more",
+    [(1, 0.0, 0.0, {}), (2, 0.3, 0.0, {}), (2, 0.3, 0.4, {})]
+    + [(2, o.pop("dropout", 0.0), o.pop("input_dropout", 0.0), o) for o in map(dict, REGULARISED)],
 )
-def test_fast_path_equals_literal_formulation(layers, dropout, input_dropout):
+def test_fast_path_equals_literal_formulation(layers, dropout, input_dropout, more):
     rng = np.random.default_rng(5)
-    m = random_model(rng, layers, dropout, input_dropout=input_dropout)
+    m = random_model(rng, layers, dropout, input_dropout=input_dropout, **more)
     B, T, H = 3, 4, 5
     x, y = rng.integers(0, 7, (B, T)), rng.integers(0, 7, (B, T))
     state = [(rng.normal(size=(B, H)), rng.normal(size=(B, H))) for _ in range(layers)]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lstm_lm.optim import SGD, Adagrad, Adam, clip_global_norm_
+from lstm_lm.optim import ASGD, SGD, Adagrad, Adam, clip_global_norm_
+from lstm_lm.train import stalled
 
 
 def params_and_grads(rng, sparse=True):
@@ -114,3 +115,51 @@ def test_step_never_writes_the_gradients(cls, sparse):
         opt.step(p, g, 0.1, rows)
     for k in g:
         assert g[k].tobytes() == before[k].tobytes(), k
+
+
+def test_asgd_averages_the_iterates_from_its_start_and_swaps_them_in_for_evaluation():
+    rng = np.random.default_rng(2)
+    p, g, rows = params_and_grads(rng)
+    opt, iterates = ASGD(p), []
+    for t in range(6):
+        if t == 2:
+            opt.start_averaging()
+            iterates.append({k: v.copy() for k, v in p.items()})
+        opt.step(p, {k: v * (t + 1) for k, v in g.items()}, 0.1, rows)
+        if opt.avg is not None:
+            iterates.append({k: v.copy() for k, v in p.items()})
+    assert opt.n == len(iterates) == 5
+    before = {k: v.copy() for k, v in p.items()}
+    with opt.averaged():
+        for k in p:
+            np.testing.assert_allclose(p[k], np.mean([it[k] for it in iterates], 0), rtol=1e-6)
+        state = opt.state_dict()
+    assert all(p[k].tobytes() == before[k].tobytes() for k in p)  # the iterate is back
+    assert all(state[f"iterate.{k}"].tobytes() == before[k].tobytes() for k in p)
+    # a checkpoint: the model is the average, the optimiser state the iterate
+    saved = {k: v.copy() for k, v in opt.avg.items()}
+    q = {k: v.copy() for k, v in saved.items()}
+    again = ASGD(q)
+    again.load_state_dict(state)
+    assert again.n == 5 and all(q[k].tobytes() == before[k].tobytes() for k in q)
+    assert all(again.avg[k].tobytes() == saved[k].tobytes() for k in q)
+
+
+def test_sgd_evaluates_its_own_parameters():
+    p, _, _ = params_and_grads(np.random.default_rng(0))
+    with SGD(p).averaged():
+        pass
+
+
+@pytest.mark.parametrize(
+    "losses, loss, patience, expected",
+    [
+        ([5.0, 4.0, 3.0], 3.5, 1, False),  # worse than the last, not than 4.0 before it
+        ([5.0, 4.0, 3.0], 4.5, 1, True),  # worse than the best before the last one
+        ([5.0, 4.0, 3.0], 5.5, 3, False),  # too few evaluations to tell
+        ([5.0, 4.0, 3.0, 3.1], 4.2, 2, True),
+        ([5.0, 4.0, 3.0, 3.1], 3.9, 2, False),
+    ],
+)
+def test_the_non_monotone_trigger(losses, loss, patience, expected):
+    assert stalled(losses, loss, patience) is expected

@@ -78,7 +78,24 @@ def fields(obj):
 
 @pytest.mark.parametrize(
     "optimizer",
-    [["--optimizer", "sgd", "--input-dropout", "0.2"], ["--optimizer", "adam", "--lr", "0.01"]],
+    [
+        ["--optimizer", "sgd", "--input-dropout", "0.2"],
+        ["--optimizer", "adam", "--lr", "0.01"],
+        [
+            "--variational",
+            "--input-dropout",
+            "0.2",
+            "--word-dropout",
+            "0.2",
+            "--weight-drop",
+            "0.3",
+            "--asgd",
+            "--asgd-patience",
+            "1",
+            "--eval-every",
+            "5",
+        ],
+    ],
 )
 def test_two_processes_make_the_updates_of_one(words, tmp_path, optimizer):
     args = [*RUN, "--data", words, "--max-steps", 30, *optimizer]

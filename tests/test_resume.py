@@ -22,6 +22,8 @@ OPTIONS = {
     "dropout": "--dropout 0.3 --input-dropout 0",
     "input-dropout": "--dropout 0 --input-dropout 0.2",
     "all": "--dropout 0.3 --input-dropout 0.2 --layers 2 --clip 0.5 --eval-every 7",
+    "2016-17": "--dropout 0.3 --input-dropout 0.2 --variational --word-dropout 0.2 "
+    "--weight-drop 0.3 --layers 2",
 }
 SGD_ONLY = "--token-lr-scale 10"
 
@@ -50,13 +52,18 @@ def contents(path):
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "meta"}
     st = checkpoint.read_meta(path)["train_state"]
-    where = {k: st[k] for k in ("step", "epoch", "window", "tokens", "best_valid", "rng")}
-    return arrays, where
+    keys = ("step", "epoch", "window", "tokens", "rng", "asgd_from", "scheduled_losses")
+    return arrays, {k: st[k] for k in keys}
 
 
-def assert_identical(a, b):
-    for name in ("last.npz", "best.npz"):
-        (A, wa), (B, wb) = contents(a / name), contents(b / name)
+def assert_identical(straight, split):
+    """last.npz the same to the bit; best.npz too, unless the split run's extra evaluation
+    (where it stopped, at step 20) was its best: a model the straight run never evaluated."""
+    names = ["last.npz"]
+    if checkpoint.read_meta(split / "best.npz")["train_state"]["step"] != 20:
+        names.append("best.npz")
+    for name in names:
+        (A, wa), (B, wb) = contents(straight / name), contents(split / name)
         assert wa == wb, name
         assert A.keys() == B.keys(), name
         for k in A:
@@ -82,6 +89,21 @@ def test_resume_is_bit_identical(corpus, tmp_path, optimizer, options, dtype):
     arrays, where = contents(straight / "last.npz")
     assert where["step"] == 30 and where["epoch"] == 2  # the resumed part crossed an epoch end
     assert any(k.startswith("opt.") for k in arrays) and "state.l0.0" in arrays
+
+
+@pytest.mark.parametrize("start", [2, 7])  # averaging from before the resume, and after it
+def test_resume_is_bit_identical_with_asgd(corpus, tmp_path, start):
+    """Averaged SGD: the checkpoints hold the average as the model and the iterate as
+    optimiser state; both come back."""
+    args = [*BASE.split(), "--asgd", "--asgd-patience", 1, "--eval-every", start, "--lr", 3,
+            "--weight-drop", 0.3, "--dtype", "float64"]  # fmt: skip
+    straight, split = train_and_resume(corpus, tmp_path, [str(a) for a in args])
+    assert_identical(straight, split)
+    arrays, where = contents(straight / "last.npz")
+    asgd_from = checkpoint.read_meta(straight / "last.npz")["train_state"]["asgd_from"]
+    assert (asgd_from < 20) == (start == 2) and asgd_from is not None
+    assert "opt.iterate.l0.W" in arrays and int(arrays["opt.n"]) == 30 - asgd_from + 1
+    assert not np.array_equal(arrays["opt.iterate.Wy"], arrays["Wy"])  # the model is the average
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn", "janet"])
