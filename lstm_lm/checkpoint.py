@@ -52,8 +52,12 @@ class Checkpoint:
 
     def load_corpus(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
         """The data the model was trained on, loaded again; an LMError if its vocabulary is no
-        longer the model's (the files changed)."""
-        corpus = DataSource.from_json(self.meta["data"]).load(log, progress)
+        longer the model's (the files changed). A model fine-tuned from another (`--init-from`)
+        encodes its data with its own vocabulary, as it did when it trained."""
+        source = DataSource.from_json(self.meta["data"])
+        if self.train_state.get("init_from"):
+            return source.load(log, progress, vocab=self.vocab)
+        corpus = source.load(log, progress)
         if corpus.vocab != self.vocab:
             raise LMError(
                 f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the "

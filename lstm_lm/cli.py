@@ -29,7 +29,17 @@ from lstm_lm import LMError, __version__, checkpoint, parallel
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal, profile
 from lstm_lm.cells import CELL_TYPES
-from lstm_lm.config import DTYPES, LEVELS, PRESETS, RESUMABLE, ModelConfig, Settings, resolve
+from lstm_lm.config import (
+    DTYPES,
+    LEVELS,
+    MODEL_FIELDS,
+    PRESETS,
+    RESUMABLE,
+    TRAIN_FIELDS,
+    ModelConfig,
+    Settings,
+    resolve,
+)
 from lstm_lm.data import DataSource, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
 from lstm_lm.export import export
@@ -39,7 +49,16 @@ from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import RanksError
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
-from lstm_lm.train import Run, default_out, evaluate, new_run, resume_run, validation_batch
+from lstm_lm.train import (
+    STRUCTURE,
+    Run,
+    default_out,
+    evaluate,
+    init_run,
+    new_run,
+    resume_run,
+    validation_batch,
+)
 from lstm_lm.views import (
     Consoles,
     FetchView,
@@ -369,6 +388,22 @@ def resume_changes(opts: dict) -> dict:
 DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
 
 
+def fine_tune_options(opts: dict) -> tuple[dict, dict, dict]:
+    """The data, model and training options of --init-from: the model's shape, its vocabulary
+    and so the token level come from CKPT, so the options that set them are refused."""
+    fixed = ("preset", "level", "max_vocab", "min_count", *STRUCTURE)
+    given = sorted("--" + k.replace("_", "-") for k in fixed if opts.get(k) is not None)
+    if given:
+        raise click.UsageError(
+            "--init-from takes the model, its vocabulary and its token level from CKPT; "
+            f"cannot give {', '.join(given)} (data and training options apply)"
+        )
+    where = {k: opts.pop(k) for k in ("data", "train", "valid", "test")}
+    model = {k: v for k, v in opts.items() if v is not None and k in MODEL_FIELDS}
+    train = {k: v for k, v in opts.items() if v is not None and k in TRAIN_FIELDS}
+    return where, model, train
+
+
 def new_settings(opts: dict) -> tuple[Settings, DataSource, str | None]:
     """The train command's options resolved: settings, data source and the preset named."""
     where = {k: opts.pop(k) for k in DATA_OPTIONS}
@@ -377,10 +412,23 @@ def new_settings(opts: dict) -> tuple[Settings, DataSource, str | None]:
     return settings, data_source(settings.level, **where), preset
 
 
-def plan(opts: dict, out: Path | None, resume: Path | None) -> tuple[dict, dict]:
+def plan(opts: dict, out: Path | None, resume: Path | None, init_from: Path | None = None):
     """Every setting of the run that train would start, and where its value comes from."""
     out_origin = "option" if out is not None else "default"
-    if resume is None:
+    if init_from is not None:
+        where, model_changes, train_changes = fine_tune_options(opts)
+        path = checkpoint.resolve_path(init_from)
+        c = checkpoint.load(path)
+        source = data_source(c.vocab.level, **where, max_vocab=None, min_count=None)
+        model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
+        changes = {**model_changes, **train_changes}
+        values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
+        for k in ("max_steps", "max_tokens", "max_minutes"):  # the run's own
+            values[k] = train_changes.get(k)
+        origins = {k: "option" if k in changes else f"the model ({path})" for k in values}
+        values["init_from"], origins["init_from"] = path, "option"
+        out = out or default_out(source)
+    elif resume is None:
         settings, source, preset = new_settings(opts)
         values, origins = settings.values(), settings.origins
         out = out or default_out(source, preset)
@@ -400,13 +448,22 @@ def plan(opts: dict, out: Path | None, resume: Path | None) -> tuple[dict, dict]
     return values, origins
 
 
-def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> Run:
-    """The run to train: resumed, or new from the options (data fetched and loaded)."""
+def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
+          init_from: Path | None = None, extend_vocab: bool = False) -> Run:  # fmt: skip
+    """The run to train: resumed, fine-tuned from a model, or new from the options (data
+    fetched and loaded)."""
     with FetchView(con.log) as fetch:
         if resume is not None:
             run = resume_run(resume, resume_changes(opts), out, **fetch.hooks)
             st = run.resume.train_state
             con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
+        elif init_from is not None:
+            where, model_changes, train_changes = fine_tune_options(opts)
+            level = checkpoint.load(init_from).vocab.level
+            source = data_source(level, **where, max_vocab=None, min_count=None)
+            run = init_run(init_from, source, model_changes, train_changes, out,
+                           extend_vocab=extend_vocab, **fetch.hooks)  # fmt: skip
+            con.log.print(f"fine-tuning {run.init_from['path']} (step {run.init_from['step']:,})")
         else:
             settings, source, preset = new_settings(opts)
             run = new_run(settings, source, out, name=preset, **fetch.hooks)
@@ -445,20 +502,36 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None) -> R
     help="Continue a run: its directory (its newest checkpoint) or a checkpoint.",
 )
 @click.option(
+    "--init-from",
+    type=click.Path(path_type=Path),
+    help="Fine-tune: start a new run on the given data from this trained model (a checkpoint "
+    "or run directory), its configuration and vocabulary; training options are this run's.",
+)
+@click.option(
+    "--extend-vocab",
+    is_flag=True,
+    help="With --init-from: add the new text's unknown tokens to the vocabulary (else char "
+    "level stops listing them; word level maps them to <unk>).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print every setting and where it comes from, then exit."
 )
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, dry_run, quiet, as_json, procs, **opts):
+def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, **opts):
     """Train a language model (PTB word level by default). The defaults shown are the small
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
+    refuse_together("resume", "init_from", "--resume continues a run, --init-from starts one")
+    if extend_vocab and init_from is None:
+        raise click.UsageError("--extend-vocab goes with --init-from")
     if dry_run:
-        con.out.print(settings_table(*plan(opts, out, resume)))
+        con.out.print(settings_table(*plan(opts, out, resume, init_from)))
         return
     world = launch(procs)
-    run = world.together(lambda: start(con, opts, out, resume), main_first=True)
+    run = world.together(lambda: start(con, opts, out, resume, init_from, extend_vocab),
+                         main_first=True)  # fmt: skip
     run.group = world
     if run.resume is not None and run.stop_reason():
         con.err.print(nothing_to_do(run, run.stop_reason()))

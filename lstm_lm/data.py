@@ -69,6 +69,18 @@ class Vocab:
             out.append((self._known(line, missing), unknown))
         return out
 
+    def unknown(self, text: str) -> dict[str, int]:
+        """Tokens of a text missing from the vocabulary, with their counts (most first)."""
+        raw, token = self._lookup(text)
+        missing = token(np.flatnonzero(raw < 0))
+        return dict(collections.Counter(missing).most_common())
+
+    def extended(self, tokens: Iterable[str]) -> Vocab:
+        """This vocabulary with new tokens appended (sorted among themselves): every old id
+        stays what it was, so a model's rows and columns keep their meaning."""
+        new = sorted(set(tokens) - self.stoi.keys())
+        return Vocab(self.itos + tuple(new), self.level, self.ptb_chars)
+
     def _known(self, raw: np.ndarray, missing: np.ndarray) -> np.ndarray:
         """Missing tokens as <unk>, or dropped where the vocabulary has no <unk>."""
         unk = self.stoi.get(UNK)
@@ -156,6 +168,7 @@ class Corpus:
     name: str
     source: DataSource
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
+    unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
 
 
 def read_text(path: str | Path) -> str:
@@ -254,9 +267,13 @@ class DataSource:
                 path = str(path) if str(path) == STDIN else str(Path(path).absolute())
                 object.__setattr__(self, name, path)
 
-    def load(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
+    def load(
+        self, log: Log | None = None, progress: Progress | None = None, vocab: Vocab | None = None
+    ) -> Corpus:
         """Read (PTB: first fetch and verify, reporting through `log` and `progress`),
-        tokenise and encode the splits; every problem is an LMError naming the file."""
+        tokenise and encode the splits; every problem is an LMError naming the file. With a
+        `vocab` (a trained model's), the splits are encoded with it rather than one built from
+        the training text, and `Corpus.unknown` counts the tokens it lacks."""
         if self.ptb_dir is not None:
             fetch_ptb(self.ptb_dir, log=log, progress=progress)
         if self.train is not None:
@@ -273,7 +290,8 @@ class DataSource:
             if not (d / names[0]).exists():
                 raise LMError(f"{d}: holds neither train.txt nor ptb.train.txt")
             files, name = [d / n if (d / n).exists() else None for n in names], d.name
-        return _read_corpus(self, *files, ptb_chars=ptb and self.level == "char", name=name)
+        return _read_corpus(self, *files, ptb_chars=ptb and self.level == "char", name=name,
+                            vocab=vocab)  # fmt: skip
 
     def to_json(self) -> dict:
         if self.ptb_dir is not None:
@@ -304,8 +322,10 @@ class DataSource:
         )
 
 
-def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: str) -> Corpus:
-    """The corpus of three files (valid and test may be None), tokenised as `source` says."""
+def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: str,
+                 vocab: Vocab | None = None) -> Corpus:  # fmt: skip
+    """The corpus of three files (valid and test may be None), tokenised as `source` says,
+    with its own vocabulary or the given one."""
     level, notes = source.level, []
     train_text = _with_final_newline(read_text(train))
     if valid is not None:
@@ -320,14 +340,20 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
         )
     test_text = _with_final_newline(read_text(test)) if test is not None else None
 
-    counts = _train_counts(train_text, level, ptb_chars)
-    vocab = build_vocab(counts, level, ptb_chars, source.max_vocab, source.min_count)
     others = [t for t in (valid_text, test_text) if t is not None]
-    if UNK not in vocab.stoi and any(vocab.encode(t)[1] for t in others):
-        vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
+    unknown = collections.Counter()
+    if vocab is None:
+        counts = _train_counts(train_text, level, ptb_chars)
+        vocab = build_vocab(counts, level, ptb_chars, source.max_vocab, source.min_count)
+        if UNK not in vocab.stoi and any(vocab.encode(t)[1] for t in others):
+            vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
+    else:
+        for t in [train_text, *others]:
+            unknown.update(vocab.unknown(t))
     ids = [vocab.encode(t)[0] for t in [train_text, *others]]
     test_ids = ids[2] if test_text is not None else None
-    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes)
+    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes,
+                  dict(unknown.most_common()))  # fmt: skip
 
 
 def load_corpus(level: str = "word", **where) -> Corpus:

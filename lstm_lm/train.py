@@ -31,6 +31,7 @@ from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
 from lstm_lm.data import (
     STDIN,
+    UNK,
     Corpus,
     DataSource,
     batchify,
@@ -237,6 +238,7 @@ class TrainState:
     elapsed: float = 0.0  # seconds of training and evaluation, resumes included
     best_valid: float = math.inf
     asgd_from: int | None = None  # the step --asgd started averaging at
+    init_from: dict | None = None  # the checkpoint a fine-tuned run started from
     scheduled_losses: list = field(default_factory=list)  # valid, at epoch ends / --eval-every
     rng: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # the metrics of every evaluation
@@ -259,11 +261,13 @@ class Diverged(RanksError):
     (every rank sees the whole batch's)."""
 
 
-def diverged(loss: float, vocab_size: int) -> bool:
+def diverged(loss: float, vocab_size: int, start: float | None = None) -> bool:
     """Whether a mean loss means the weights blew up rather than a slow start: not finite, or
     a perplexity max(V, 100) times a uniform guess's V (PTB words: 1e8 against 1e4; a model
-    that learns anything is below V after its first steps)."""
-    return not math.isfinite(loss) or loss > math.log(vocab_size) + math.log(max(vocab_size, 100))
+    that learns anything is below V after its first steps), or than the `start` loss of a
+    model that began above that (fine-tuned on text with new tokens)."""
+    worst = max(math.log(vocab_size), start or 0.0) + math.log(max(vocab_size, 100))
+    return not math.isfinite(loss) or loss > worst
 
 
 def metrics_line(
@@ -308,7 +312,7 @@ class Trainer:
     epoch end (and every `eval_every` steps), checkpoints and metrics into `run_dir`."""
 
     def __init__(self, model, corpus, tc, run_dir=None, resume=None, rng=None, on_event=None,
-                 group=None):  # fmt: skip
+                 group=None, init_from=None):  # fmt: skip
         self.model, self.corpus, self.tc = model, corpus, tc
         self.group = group or Group()
         check_fits(corpus.train, tc.batch_size, tc.bptt, "the training split")
@@ -321,7 +325,8 @@ class Trainer:
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
         self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.st, self.hidden, self.since = TrainState(), self.fresh_state(), _Since()
+        self.st, self.hidden = TrainState(init_from=init_from), self.fresh_state()
+        self.since = _Since()
         self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
         self.resumed = resume is not None
         if resume is not None:
@@ -473,7 +478,8 @@ class Trainer:
 
     def stop_if_diverged(self, split: str, loss: float) -> None:
         """Stop the run, before anything is saved, if `loss` says the weights blew up."""
-        if diverged(loss, self.model.config.vocab_size):
+        start = (self.st.init_from or {}).get("valid_loss")
+        if diverged(loss, self.model.config.vocab_size, start):
             raise Diverged(  # on every rank: the losses are the whole batch's
                 f"the loss diverged ({split} ppl {perplexity(loss):.1e} at step "
                 f"{self.st.step:,}): lower --lr{self.kept()}"
@@ -544,11 +550,13 @@ def fit(
     on_event: Callable[[Event], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     group: Group | None = None,
+    init_from: dict | None = None,
 ) -> TrainState:
     """Train `model` on `corpus.train` following `tc`; see the module docstring.
     `rng` (default: seeded with tc.seed) draws the dropout masks; on resume its state is
-    restored from the checkpoint. `group`: the ranks training together (default: alone)."""
-    trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event, group)
+    restored from the checkpoint. `group`: the ranks training together (default: alone).
+    `init_from`: where a fine-tuned model came from, recorded in its checkpoints."""
+    trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event, group, init_from)
     return trainer.run(should_stop or (lambda: False))
 
 
@@ -566,6 +574,7 @@ class Run:
     rng: np.random.Generator
     resume: checkpoint.Checkpoint | None = None
     group: Group | None = None
+    init_from: dict | None = None  # a fine-tuned model's origin
 
     def stop_reason(self) -> str:
         """What would end the run before its first step ("" if it would train)."""
@@ -583,6 +592,7 @@ class Run:
             on_event=on_event,
             should_stop=should_stop,
             group=self.group,
+            init_from=self.init_from,
         )
 
 
@@ -658,3 +668,95 @@ def resume_run(
         if (path.parent / BEST).exists():
             checkpoint.write_atomic(out / BEST, (path.parent / BEST).read_bytes())
     return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)
+
+
+# What a fine-tuned model keeps of its checkpoint's configuration: everything that shapes or
+# initialises it. Its regularisation is training, the run's own (by default the checkpoint's).
+STRUCTURE = ("cell", "layers", "hidden", "init_scale", "forget_bias", "chrono")
+
+
+def init_run(
+    path: str | Path,
+    source: DataSource,
+    model_changes: dict | None = None,
+    train_changes: dict | None = None,
+    out: str | Path | None = None,
+    *,
+    extend_vocab: bool = False,
+    name: str | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    """Fine-tuning: a new run on new text that starts from a trained model (a checkpoint
+    file or a run directory's best.npz), with its configuration and vocabulary. The
+    regularisation (`model_changes`) and training settings (`train_changes`) default to the
+    checkpoint's; the optimiser and schedule start afresh. Tokens the vocabulary lacks become
+    <unk> where it has one; otherwise the run stops listing them, unless `extend_vocab`,
+    which adds them (`extend_vocabulary`)."""
+    model_changes, train_changes = model_changes or {}, train_changes or {}
+    fixed = sorted(set(model_changes) & set(STRUCTURE))
+    if fixed:
+        raise LMError(f"the model comes from the checkpoint; cannot change {', '.join(fixed)}")
+    path = checkpoint.resolve_path(path)
+    ckpt = checkpoint.load(path)
+    if source.level != ckpt.vocab.level:
+        raise LMError(f"{path} is a {ckpt.vocab.level}-level model; its data is read at that level")
+    out = Path(out) if out is not None else default_out(source, name)
+    if (out / LAST).exists() or (out / BEST).exists():
+        raise LMError(f"{out} already holds a run; choose another --out")
+    keep = {f.name for f in dataclasses.fields(TrainConfig)} - {"max_steps", "max_tokens",
+                                                                 "max_minutes"}  # fmt: skip
+    tc = TrainConfig(**{**{k: getattr(ckpt.train_config, k) for k in keep}, **train_changes})
+    rng = np.random.default_rng(tc.seed)
+    corpus = source.load(log, progress, vocab=ckpt.vocab)
+    params = {k: a.astype(tc.dtype) for k, a in ckpt.model.params.items()}
+    model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params)
+    if corpus.unknown:
+        if UNK in ckpt.vocab.stoi:
+            corpus.notes.append(
+                f"{sum(corpus.unknown.values()):,} tokens of {len(corpus.unknown):,} types are "
+                f"not in the model's vocabulary and become {UNK}: {_listed(corpus.unknown)}"
+            )
+        elif not extend_vocab:
+            raise LMError(
+                f"{len(corpus.unknown):,} token types of the new text are not in the model's "
+                f"vocabulary: {_listed(corpus.unknown)}; add them with --extend-vocab"
+            )
+        else:
+            added = f"added {len(corpus.unknown):,} token types to the vocabulary: "
+            added += _listed(corpus.unknown)
+            vocab = ckpt.vocab.extended(corpus.unknown)
+            model = extend_vocabulary(model, len(vocab), rng)
+            corpus = source.load(log, progress, vocab=vocab)
+            corpus.notes.append(added)
+    check_memory(model.config, tc)
+    nll, n = evaluate(model, corpus.valid, validation_batch(tc, len(corpus.valid)))
+    corpus.notes.append(f"valid ppl before fine-tuning: {perplexity(nll / n):,.2f}")
+    init_from = {"path": str(path.absolute()), "step": ckpt.train_state.get("step"),
+                 "vocab_size": len(ckpt.vocab), "valid_loss": nll / n}  # fmt: skip
+    return Run(model, corpus, tc, out, rng, init_from=init_from)
+
+
+def _listed(counts: dict[str, int], most: int = 20) -> str:
+    """Tokens with their counts, most frequent first: "'é' 12, 'ß' 3 ..."."""
+    shown = ", ".join(f"{t!r} {n:,}" for t, n in list(counts.items())[:most])
+    return shown + (" ..." if len(counts) > most else "")
+
+
+def extend_vocabulary(model: LanguageModel, vocab_size: int, rng: np.random.Generator):
+    """The model with token rows and output columns for ids V .. vocab_size - 1 added: the
+    rows drawn as a new model's are; the columns zero, with a bias so low that the old
+    tokens' log-probabilities stay what they were, to the dtype's rounding, until training
+    moves them."""
+    c, p = model.config, model.params
+    n, s, G, dtype = vocab_size - c.vocab_size, c.init_scale, c.gate_columns, model.dtype
+    W0 = np.concatenate([p["l0.W"], rng.uniform(-s, s, (n, G)).astype(dtype)])
+    Wy = np.concatenate([p["Wy"], np.zeros((c.hidden, n), dtype)], axis=1)
+    # For any h with |h_i| <= 1, logsumexp of the old logits >= their mean + ln V (Jensen)
+    # >= mean(by) - |mean_j Wy_j|_1 + ln V. New logits at that bound less ln(n / eps) + 2 take
+    # a share below eps / e^2 of the probability: old log-probabilities move less than that.
+    lse = float(p["by"].mean() - np.abs(p["Wy"].mean(axis=1)).sum() + math.log(c.vocab_size))
+    bias = lse - math.log(n / np.finfo(dtype).eps) - 2
+    by = np.concatenate([p["by"], np.full(n, bias, dtype)])
+    params = {**p, "l0.W": W0, "Wy": Wy, "by": by}
+    return LanguageModel(dataclasses.replace(c, vocab_size=vocab_size), params)

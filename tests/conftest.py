@@ -95,6 +95,27 @@ def markov_corpus(tmp_path_factory):
     return d, float(np.exp(H))
 
 
+def entropy_rate(P) -> float:
+    """Nats per token of an order-1 chain with transition matrix P."""
+    w, v = np.linalg.eig(P.T)
+    pi = np.real(v[:, np.argmin(np.abs(w - 1))])
+    pi /= pi.sum()
+    return float(-(pi[:, None] * P * np.log(P)).sum())
+
+
+@pytest.fixture(scope="session")
+def related_chain_corpus(tmp_path_factory):
+    """train.txt / valid.txt of a second chain, 70% the Markov corpus's chain and 30% another
+    (a related domain), and its true perplexity."""
+    P = 0.7 * markov_chain(6, seed=3)[0] + 0.3 * markov_chain(6, seed=5)[0]
+    rng = np.random.default_rng(11)
+    d = tmp_path_factory.mktemp("related")
+    letters = np.array(list("abcdef"))
+    for name, n in (("train", 40_000), ("valid", 4_000)):
+        (d / f"{name}.txt").write_text(" ".join(letters[draw_chain(P, n, rng)]) + "\n")
+    return d, float(np.exp(entropy_rate(P)))
+
+
 @pytest.fixture(scope="session")
 def markov_chain_run(tmp_path_factory, markov_corpus):
     """A model trained on the Markov corpus until it knows the chain (a few seconds): the

@@ -3,6 +3,7 @@ defaults on their own text, a double Ctrl-C, a finished run resumed, info for sc
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -125,19 +126,22 @@ def test_a_double_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(
     own_text, tmp_path, as_from_a_terminal
 ):
     out = tmp_path / "run"
-    slow = ["--hidden", "512", "--batch-size", "32", "--bptt", "100", "--epochs", "100"]
+    slow = ["--hidden", "1024", "--batch-size", "16", "--bptt", "100", "--epochs", "100"]
     p = subprocess.Popen([sys.executable, "-m", "lstm_lm", "train", "--train", str(own_text),
                           *slow, "--out", str(out)], stderr=subprocess.PIPE, text=True,
                          preexec_fn=as_from_a_terminal)  # fmt: skip
     deadline = time.monotonic() + 60
     while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
         time.sleep(0.02)  # training has started
-    time.sleep(0.3)
-    p.send_signal(2)
-    time.sleep(0.02)
-    p.send_signal(2)
+    p.send_signal(signal.SIGINT)
+    lines = []
+    for line in p.stderr:  # the second Ctrl-C once the first one was heard, mid-step
+        lines.append(line)
+        if line.startswith("stopping after this step"):
+            p.send_signal(signal.SIGINT)
+            break
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 130, err
+    assert p.returncode == 130, "".join(lines) + err
     assert err.strip().splitlines()[-1] == (
         f"aborted before the first checkpoint: nothing was saved in {out}"
     )
