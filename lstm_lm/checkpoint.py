@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_lm import LMError, __version__
+from lstm_lm import LMError, __version__, cache
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.data import Corpus, DataSource, Vocab
 from lstm_lm.download import Log, Progress
@@ -50,14 +50,16 @@ class Checkpoint:
     def train_state(self) -> dict:
         return self.meta["train_state"]
 
-    def load_corpus(self, log: Log | None = None, progress: Progress | None = None) -> Corpus:
-        """The data the model was trained on, loaded again; an LMError if its vocabulary is no
-        longer the model's (the files changed). A model fine-tuned from another (`--init-from`)
-        encodes its data with its own vocabulary, as it did when it trained."""
+    def load_corpus(self, log: Log | None = None, progress: Progress | None = None,
+                    run_dir: str | Path | None = None, keep: bool = True) -> Corpus:  # fmt: skip
+        """The data the model was trained on, loaded again (from the run directory's cache
+        of token ids where it still matches); an LMError if its vocabulary is no longer the
+        model's (the files changed). A model fine-tuned from another (`--init-from`) encodes
+        its data with its own vocabulary, as it did when it trained."""
         source = DataSource.from_json(self.meta["data"])
         if self.train_state.get("init_from"):
-            return source.load(log, progress, vocab=self.vocab)
-        corpus = source.load(log, progress)
+            return cache.load_corpus(source, run_dir, log, progress, self.vocab, keep)
+        corpus = cache.load_corpus(source, run_dir, log, progress, keep=keep)
         if corpus.vocab != self.vocab:
             raise LMError(
                 f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the "
@@ -66,10 +68,11 @@ class Checkpoint:
         return corpus
 
 
-def write_atomic(path: str | Path, payload: bytes, fix: str = "choose another --out") -> None:
-    """Write bytes under `path` so that a crash, a kill or a full disk at any moment leaves
-    the old file intact: a temporary file beside it, fsync, rename. LMError on failure,
-    naming the file (and, for a full disk, the space it needs)."""
+def write_atomic(path: str | Path, payload, fix: str = "choose another --out") -> None:
+    """Write bytes (or what `payload(file)` writes, for what is too large to hold twice)
+    under `path` so that a crash, a kill or a full disk at any moment leaves the old file
+    intact: a temporary file beside it, fsync, rename. LMError on failure, naming the file
+    (and, for a full disk, the space it needs)."""
     path = Path(path)
     tmp = None
     try:
@@ -77,7 +80,7 @@ def write_atomic(path: str | Path, payload: bytes, fix: str = "choose another --
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
         os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide checkpoints from other users
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            f.write(payload) if isinstance(payload, bytes) else payload(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -90,9 +93,10 @@ def write_atomic(path: str | Path, payload: bytes, fix: str = "choose another --
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free
+            need = f"{len(payload):,} bytes" if isinstance(payload, bytes) else "more space"
             raise LMError(
-                f"cannot write {path}: no space left on the device ({len(payload):,} bytes "
-                f"needed, {free:,} free); free some space or {fix}; the previous file is intact"
+                f"cannot write {path}: no space left on the device ({need} needed, {free:,} "
+                f"free); free some space or {fix}; the previous file is intact"
             ) from None
         raise LMError(f"cannot write {path}: {e.strerror}; {fix}") from None
     finally:

@@ -50,6 +50,7 @@ from lstm_lm.parallel import RanksError
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
 from lstm_lm.train import (
+    METRICS,
     STRUCTURE,
     Run,
     default_out,
@@ -616,8 +617,10 @@ def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | No
         warn_unknown(con, c.vocab, unknown)
         name = str(text_file)
     else:
+        path = checkpoint.resolve_path(ckpt)
+        run_dir = path.parent if (path.parent / METRICS).exists() else None  # its token ids
         with FetchView(con.log) as fetch:
-            corpus = c.load_corpus(**fetch.hooks)
+            corpus = c.load_corpus(**fetch.hooks, run_dir=run_dir)
         if split is None and corpus.test is None:
             con.log.print("the run's data has no test split: evaluating on valid")
         name = split or ("test" if corpus.test is not None else "valid")

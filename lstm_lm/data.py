@@ -14,7 +14,6 @@ every checkpoint, so a resumed run or `eval` loads the same data again.
 from __future__ import annotations
 
 import collections
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +22,21 @@ import numpy as np
 
 from lstm_lm import LMError
 from lstm_lm.download import Log, Progress, fetch_ptb
+from lstm_lm.tokenise import (
+    EOS,
+    STDIN,
+    UNK,
+    Splits,
+    Text,
+    _decode,
+    _read_stdin,
+    carve,
+    count,
+    encode,
+)
 
-EOS = "<eos>"
-UNK = "<unk>"
 PTB_NAMES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 PLAIN_NAMES = ("train.txt", "valid.txt", "test.txt")
-STDIN = "-"  # a file name that means standard input
 VALID_FRACTION = 0.1  # of a lone train file, carved off its end for validation
 
 
@@ -159,7 +167,8 @@ def _train_counts(text: str, level: str, ptb_chars: bool) -> dict[str, int]:
 
 @dataclass
 class Corpus:
-    """A vocabulary and the id streams of its splits (each (N,) int32)."""
+    """A vocabulary and the id streams of its splits (each (N,), of the smallest integer
+    type that holds the vocabulary: tokenise.id_dtype)."""
 
     vocab: Vocab
     train: np.ndarray
@@ -169,19 +178,15 @@ class Corpus:
     source: DataSource
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
     unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
+    files: list[dict] = field(default_factory=list)  # path, size, sha256 of each (not stdin)
+    cached: bool = False  # read from a run directory's cache of token ids
 
 
 def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file (`-`: standard input), or raise LMError naming the file and the
-    fix."""
+    """Read a UTF-8 text file (`-`: standard input) whole, or raise LMError naming the file
+    and the fix: for short texts (a seed, lines to score); corpora stream (`tokenise`)."""
     name = "<stdin>" if str(path) == STDIN else str(path)
-    raw = _read_stdin() if str(path) == STDIN else _read_file(Path(path))
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LMError(
-            f"{name}: not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8"
-        ) from None
+    text = _decode(_read_stdin() if str(path) == STDIN else _read_file(Path(path)), name)
     if not text.strip():
         raise LMError(f"{name}: file is empty; give a file with some text")
     return text
@@ -196,16 +201,6 @@ def _read_file(path: Path) -> bytes:
         raise LMError(f"{path}: is a directory, expected a text file") from None
     except OSError as e:
         raise LMError(f"{path}: cannot read ({e.strerror})") from None
-
-
-def _read_stdin() -> bytes:
-    if sys.stdin is None or sys.stdin.isatty():
-        raise LMError("'-' reads standard input, which is a terminal here; pipe the text in")
-    return sys.stdin.buffer.read()
-
-
-def _with_final_newline(text: str) -> str:
-    return text if text.endswith("\n") else text + "\n"
 
 
 def build_vocab(
@@ -225,15 +220,6 @@ def build_vocab(
     if len(kept) < len(counts) and UNK not in kept:
         kept.append(UNK)
     return Vocab(tuple(sorted(kept)), level, ptb_chars)
-
-
-def _split_from_train(text: str, fraction: float) -> tuple[str, str]:
-    """Carve the last `fraction` of a text off as a validation split, at a line break if any."""
-    cut = int(len(text) * (1 - fraction))
-    nl = text.rfind("\n", 0, cut)
-    if nl > len(text) // 2:
-        cut = nl + 1
-    return text[:cut], text[cut:]
 
 
 @dataclass(frozen=True)
@@ -291,7 +277,7 @@ class DataSource:
                 raise LMError(f"{d}: holds neither train.txt nor ptb.train.txt")
             files, name = [d / n if (d / n).exists() else None for n in names], d.name
         return _read_corpus(self, *files, ptb_chars=ptb and self.level == "char", name=name,
-                            vocab=vocab)  # fmt: skip
+                            vocab=vocab, progress=progress)  # fmt: skip
 
     def to_json(self) -> dict:
         if self.ptb_dir is not None:
@@ -323,37 +309,52 @@ class DataSource:
 
 
 def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: str,
-                 vocab: Vocab | None = None) -> Corpus:  # fmt: skip
+                 vocab: Vocab | None = None, progress: Progress | None = None):  # fmt: skip
     """The corpus of three files (valid and test may be None), tokenised as `source` says,
-    with its own vocabulary or the given one."""
+    with its own vocabulary or the given one; each file streamed (`tokenise`)."""
     level, notes = source.level, []
-    train_text = _with_final_newline(read_text(train))
+    texts = [Splits(Text(train))]
     if valid is not None:
-        valid_text = _with_final_newline(read_text(valid))
+        texts.append(Splits(Text(valid)))
     else:
-        train_text, valid_text = _split_from_train(train_text, VALID_FRACTION)
-        if not valid_text.strip() or not train_text.strip():
-            raise LMError(f"{train}: too short to carve a validation split; give --valid FILE")
-        notes.append(
-            f"no valid file: using the last {len(valid_text):,} characters "
-            f"({VALID_FRACTION:.0%}) of {Path(train).name} for validation"
-        )
-    test_text = _with_final_newline(read_text(test)) if test is not None else None
+        texts[0] = carve(texts[0].text, VALID_FRACTION)
+        notes.append(f"no valid file: using the last {texts[0].length - texts[0].cut:,} "
+                     f"characters ({VALID_FRACTION:.0%}) of {Path(train).name} for "
+                     "validation")  # fmt: skip
+    if test is not None:
+        texts.append(Splits(Text(test)))
 
-    others = [t for t in (valid_text, test_text) if t is not None]
+    def tracked(what):  # the progress of a pass over a file, named by the pass
+        if progress is not None:
+            return lambda f, done, total: progress(f"{what} {f}", done, total)
+
+    counts = [c for t in texts for c in count(t, level, ptb_chars, tracked("reading"))]
+    if valid is None and not all(map(_has_text, counts[:2])):
+        raise LMError(f"{train}: too short to carve a validation split; give --valid FILE")
     unknown = collections.Counter()
     if vocab is None:
-        counts = _train_counts(train_text, level, ptb_chars)
-        vocab = build_vocab(counts, level, ptb_chars, source.max_vocab, source.min_count)
-        if UNK not in vocab.stoi and any(vocab.encode(t)[1] for t in others):
+        vocab = build_vocab(counts[0], level, ptb_chars, source.max_vocab, source.min_count)
+        if UNK not in vocab.stoi and any(c.keys() - vocab.stoi.keys() for c in counts[1:]):
             vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
     else:
-        for t in [train_text, *others]:
-            unknown.update(vocab.unknown(t))
-    ids = [vocab.encode(t)[0] for t in [train_text, *others]]
-    test_ids = ids[2] if test_text is not None else None
-    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes,
-                  dict(unknown.most_common()))  # fmt: skip
+        for c in counts:
+            unknown.update({t: n for t, n in c.items() if t not in vocab.stoi})
+    kept = [sum(n for t, n in c.items() if t in vocab.stoi or UNK in vocab.stoi) for c in counts]
+    ids, at = [], 0
+    for t in texts:
+        ids += encode(t, vocab, kept[at : at + len(t)], tracked("encoding"))
+        at += len(t)
+    test_ids = ids[2] if test is not None else None
+    unknown = dict(sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0])))  # most first
+    files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,
+              "sha256": t.text.sha256} for t in texts]  # fmt: skip
+    files = files if all(t.text.path != STDIN for t in texts) else []
+    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes, unknown, files)
+
+
+def _has_text(counts: dict[str, int]) -> bool:
+    """Whether a split holds more than white space and line ends."""
+    return any(t != EOS and t.strip() for t in counts)
 
 
 def load_corpus(level: str = "word", **where) -> Corpus:
@@ -402,7 +403,8 @@ def num_windows(data: np.ndarray, bptt: int) -> int:
 
 
 def window(data: np.ndarray, i: int, bptt: int) -> tuple[np.ndarray, np.ndarray]:
-    """The i-th window: inputs x and targets y, both (B, t) with t <= bptt, y one step ahead.
+    """The i-th window: inputs x and targets y, both (B, t) intp with t <= bptt, y one step
+    ahead.
 
     stream: a b c d e f g h i     bptt = 4
     x:      a b c d | e f g h     window 0 | window 1 (the last window may be shorter)
@@ -410,7 +412,13 @@ def window(data: np.ndarray, i: int, bptt: int) -> tuple[np.ndarray, np.ndarray]
     """
     s = i * bptt
     t = min(bptt, data.shape[1] - 1 - s)
-    return data[:, s : s + t], data[:, s + 1 : s + 1 + t]
+    return as_index(data[:, s : s + t]), as_index(data[:, s + 1 : s + 1 + t])
+
+
+def as_index(ids: np.ndarray) -> np.ndarray:
+    """Token ids as the model indexes with them: stored in the smallest type that holds the
+    vocabulary (uint8 at char level), where `H + id` would overflow."""
+    return ids.astype(np.intp)
 
 
 def check_fits(ids: np.ndarray, batch_size: int, bptt: int, what: str) -> None:

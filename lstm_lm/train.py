@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lstm_lm import LMError, checkpoint, dropout
+from lstm_lm import LMError, cache, checkpoint, dropout
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
 from lstm_lm.data import (
@@ -34,6 +34,7 @@ from lstm_lm.data import (
     UNK,
     Corpus,
     DataSource,
+    as_index,
     batchify,
     check_fits,
     eval_streams,
@@ -91,7 +92,7 @@ def evaluate(
         count += y.size
     if len(data) and share.stop == batch_size and len(rest) > 1:  # the last row goes on
         last = [tuple(s[-1:] for s in layer) for layer in state]
-        nll, _ = model.nll(rest[None, :-1], rest[None, 1:], last)
+        nll, _ = model.nll(as_index(rest[None, :-1]), as_index(rest[None, 1:]), last)
         total += nll
         count += len(rest) - 1
     total, count = group.sum(total, count)
@@ -107,7 +108,7 @@ def primed_state(model: LanguageModel, ids: np.ndarray, L: int, rows: range, bpt
     later = np.array([b for b in rows if b > 0], dtype=np.int64)  # rows with text before them
     if not len(later) or not W:
         return state
-    context = ids[later[:, None] * L - W + np.arange(W)]  # (R, W)
+    context = as_index(ids[later[:, None] * L - W + np.arange(W)])  # (R, W)
     primed = model.init_state(len(later))
     for i in range(0, W, bptt):
         primed = model.advance(context[:, i : i + bptt], primed)
@@ -517,6 +518,7 @@ class Trainer:
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
         checkpoint.remove_stale_temporaries(self.run_dir)
+        cache.save(self.run_dir, self.corpus, given_vocab=self.st.init_from is not None)
 
 
 def stalled(losses: list[float], loss: float, patience: int) -> bool:
@@ -613,7 +615,7 @@ def new_run(
         raise LMError(
             f"{out} already holds a run; continue it with --resume {out}, or choose another --out"
         )
-    corpus = source.load(log, progress)
+    corpus = cache.load_corpus(source, out, log, progress, keep=False)
     tc = settings.train
     rng = np.random.default_rng(tc.seed)
     config = settings.model_config(len(corpus.vocab))
@@ -660,7 +662,7 @@ def resume_run(
         raise LMError(f"{path}: an exported model holds no training state; resume from the "
                       "run's last.npz or best.npz")  # fmt: skip
     tc = dataclasses.replace(ckpt.train_config, **changes)
-    corpus = ckpt.load_corpus(log, progress)
+    corpus = ckpt.load_corpus(log, progress, run_dir=path.parent, keep=False)
     out = Path(out) if out is not None else path.parent
     if out.resolve() != path.parent.resolve():
         if (out / LAST).exists() or (out / BEST).exists():
@@ -708,7 +710,7 @@ def init_run(
                                                                  "max_minutes"}  # fmt: skip
     tc = TrainConfig(**{**{k: getattr(ckpt.train_config, k) for k in keep}, **train_changes})
     rng = np.random.default_rng(tc.seed)
-    corpus = source.load(log, progress, vocab=ckpt.vocab)
+    corpus = cache.load_corpus(source, out, log, progress, vocab=ckpt.vocab, keep=False)
     params = {k: a.astype(tc.dtype) for k, a in ckpt.model.params.items()}
     model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params)
     if corpus.unknown:
@@ -727,7 +729,7 @@ def init_run(
             added += _listed(corpus.unknown)
             vocab = ckpt.vocab.extended(corpus.unknown)
             model = extend_vocabulary(model, len(vocab), rng)
-            corpus = source.load(log, progress, vocab=vocab)
+            corpus = cache.load_corpus(source, out, log, progress, vocab=vocab, keep=False)
             corpus.notes.append(added)
     check_memory(model.config, tc)
     nll, n = evaluate(model, corpus.valid, validation_batch(tc, len(corpus.valid)))

@@ -27,7 +27,7 @@ def test_ptb_word_counts(ptb_dir):
     c = load_corpus("word", data_dir=ptb_dir)
     assert len(c.vocab) == 10_000
     assert (len(c.train), len(c.valid), len(c.test)) == (929_589, 73_760, 82_430)
-    assert c.train.dtype == np.int32
+    assert c.train.dtype == c.valid.dtype == np.uint16  # the smallest that holds 10,000 ids
     assert {EOS, UNK} <= set(c.vocab.itos)
     assert list(c.vocab.itos) == sorted(c.vocab.itos)  # ids never change between runs
 
@@ -36,7 +36,7 @@ def test_ptb_char_counts(ptb_dir):
     c = load_corpus("char", data_dir=ptb_dir)
     assert len(c.vocab) == 50
     assert (len(c.train), len(c.valid), len(c.test)) == (5_017_482, 393_042, 442_423)
-    assert c.vocab.ptb_chars
+    assert c.vocab.ptb_chars and c.train.dtype == np.uint8
     assert c.vocab.decode(c.train[:8]) == "aer bank"  # `_` between words reads as a space
     assert (c.train == c.vocab.stoi[EOS]).sum() == 42_068  # one <eos> per line
 
