@@ -10,6 +10,7 @@ otherwise. Loaded with numpy.load(allow_pickle=False), written atomically.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +34,13 @@ def load_corpus(
     """`source.load(...)`, from the run directory's cache where it still matches the files
     (and, given a `vocab`, was encoded with it), else tokenised and, with `keep`, cached
     there (a run that is still to be accepted caches it with `save` once it is)."""
-    path = None if run_dir is None else Path(run_dir) / CACHE
-    if path is not None and path.exists():
-        corpus = _read(path, source, vocab)
-        if corpus is not None:
-            corpus.cached = True
-            return corpus
-    corpus = source.load(log, progress, vocab=vocab)
-    if keep and run_dir is not None:
-        save(run_dir, corpus, given_vocab=vocab is not None)
+    t0, path = time.perf_counter(), None if run_dir is None else Path(run_dir) / CACHE
+    corpus = _read(path, source, vocab) if path is not None and path.exists() else None
+    if corpus is None:
+        corpus = source.load(log, progress, vocab=vocab)
+        if keep and run_dir is not None:
+            save(run_dir, corpus, given_vocab=vocab is not None)
+    corpus.seconds = time.perf_counter() - t0
     return corpus
 
 
@@ -68,7 +67,7 @@ def _read(path: Path, source: DataSource, vocab: Vocab | None) -> Corpus | None:
         if not p.is_file() or p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
             return None
     return Corpus(cached, arrays["train"], arrays["valid"], arrays.get("test"), meta["name"],
-                  source, meta["notes"], meta["unknown"], meta["files"])  # fmt: skip
+                  source, meta["notes"], meta["unknown"], meta["files"], cached=True)  # fmt: skip
 
 
 def _write(path: Path, corpus: Corpus, given_vocab: bool) -> None:

@@ -236,6 +236,8 @@ OPTIONS = {
     "max_minutes": dict(type=Positive, metavar="M", help="Stop after M minutes of training and "
                         "evaluation of the whole run (saved; --resume goes on)."),
     "eval_every": dict(type=Pos, help="Also evaluate on valid every N steps."),
+    "valid_tokens": dict(type=Pos, metavar="N", help="Validate on the first N tokens of the "
+                         "valid split (default: all of it up to 2,000,000; eval takes all)."),
     "procs": dict(type=Pos, help="Run on N processes: this command under `mpiexec -n N` "
                   f"({parallel.INSTALL}); the batch is split over them."),
     "save_every": dict(type=click.FloatRange(min=0), metavar="MINUTES", help="Also save "
@@ -265,6 +267,7 @@ SCHEDULE = (
     "max_tokens",
     "max_minutes",
     "eval_every",
+    "valid_tokens",
     "save_every",
 )
 
@@ -470,6 +473,10 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
             run = new_run(settings, source, out, name=preset, **fetch.hooks)
     for note in run.corpus.notes:
         con.log.print(f"[yellow]{note}[/]")
+    n = len(run.corpus.valid)
+    if (k := run.config.validation_tokens(n)) < n:
+        con.log.print(f"[yellow]validating on the first {k:,} of {n:,} valid tokens "
+                      "(--valid-tokens N to change; eval takes them all)[/]")  # fmt: skip
     return run
 
 

@@ -75,6 +75,7 @@ class TrainConfig:
     max_tokens: int | None = None  # training tokens of the whole run
     max_minutes: float | None = None  # of training and evaluation (`elapsed`), the whole run
     eval_every: int | None = None  # also evaluate every N steps
+    valid_tokens: int | None = None  # validate on the first N (default: up to VALID_CAP)
     save_every: float = 5.0  # minutes between saves of last.npz (besides every evaluation); 0: off
 
     def __post_init__(self):
@@ -88,16 +89,24 @@ class TrainConfig:
         _check(self.asgd_patience >= 1, "--asgd-patience must be at least 1")
         _check(self.token_lr_scale > 0, "--token-lr-scale must be positive")
         _check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
-        for name in ("max_steps", "max_tokens", "eval_every"):
+        for name in ("max_steps", "max_tokens", "eval_every", "valid_tokens"):
             v = getattr(self, name)
             _check(v is None or v >= 1, f"--{name.replace('_', '-')} must be at least 1")
         _check(self.save_every >= 0, "--save-every must be >= 0")
         _check(self.max_minutes is None or self.max_minutes > 0, "--max-minutes must be positive")
 
+    def validation_tokens(self, available: int) -> int:
+        """How many tokens of a validation split of this length the run validates on."""
+        return min(available, self.valid_tokens or VALID_CAP)
+
     def lr_at(self, epoch: int) -> float:
         """Learning rate of a 1-based epoch."""
         return self.lr * self.lr_decay ** max(0, epoch - self.decay_after)
 
+
+# Validation takes at most this many tokens unless told otherwise (--valid-tokens): a tenth
+# of a gigabyte corpus would take longer to evaluate than the training between evaluations.
+VALID_CAP = 2_000_000
 
 # What `--resume` may change: how long the run goes on and how often it is evaluated.
 RESUMABLE = ("epochs", "max_steps", "max_tokens", "max_minutes", "eval_every", "save_every")

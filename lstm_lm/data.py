@@ -180,6 +180,7 @@ class Corpus:
     unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
     files: list[dict] = field(default_factory=list)  # path, size, sha256 of each (not stdin)
     cached: bool = False  # read from a run directory's cache of token ids
+    seconds: float = 0.0  # to load it
 
 
 def read_text(path: str | Path) -> str:

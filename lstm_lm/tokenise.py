@@ -188,7 +188,8 @@ def count(splits: Splits, level: str, ptb_chars: bool, progress=None) -> list[di
         return [dict(c) for c in words]
     codes = np.zeros((len(splits), UNICODE), np.int64)
     for k, piece in splits.pieces(progress):
-        codes[k] += np.bincount(tokens(piece, level, ptb_chars), minlength=UNICODE)
+        n = np.bincount(tokens(piece, level, ptb_chars))
+        codes[k, : len(n)] += n
     return [{_char(c, ptb_chars): int(n[c]) for c in np.flatnonzero(n)} for n in codes]
 
 

@@ -139,14 +139,14 @@ def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
     have = available_memory()
     if have is not None and need > have:
         raise LMError(
-            f"this model needs about {_size(need)} of memory to train ({config.layers} x "
+            f"this model needs about {fmt_bytes(need)} of memory to train ({config.layers} x "
             f"{config.hidden}, vocab {config.vocab_size:,}, batch {tc.batch_size} x bptt "
-            f"{tc.bptt}) but {_size(have)} is available; use a smaller --hidden, --layers, "
+            f"{tc.bptt}) but {fmt_bytes(have)} is available; use a smaller --hidden, --layers, "
             "--batch-size or --bptt"
         )
 
 
-def _size(n: int) -> str:
+def fmt_bytes(n: int) -> str:
     """Bytes in binary units: 852.7 PiB, 23.2 GiB, 512 bytes."""
     if n < 1024:
         return f"{n} bytes"
@@ -321,7 +321,8 @@ class Trainer:
         data = batchify(corpus.train, tc.batch_size)  # (B, N/B)
         self.windows = num_windows(data, tc.bptt)
         self.data = data[self.block]
-        self.valid_batch = validation_batch(tc, len(corpus.valid))
+        self.valid = corpus.valid[: tc.validation_tokens(len(corpus.valid))]
+        self.valid_batch = validation_batch(tc, len(self.valid))
         self.optimizer = optimizer_for(tc, model.params)
         self.rng = rng if rng is not None else np.random.default_rng(tc.seed)
         self._emit = on_event or (lambda e: None)
@@ -337,7 +338,7 @@ class Trainer:
             if self.st.window > 0 and resume.state is not None:  # all B streams: ours
                 self.hidden = [tuple(s[self.block] for s in layer) for layer in resume.state]
         self.out_of_time = self.over_budget()  # from the checkpoint: the same on every rank
-        self.group.check_same("the data", [corpus.train, corpus.valid],
+        self.group.check_same("the data", [corpus.train, self.valid],
                               "give every process the same files")  # fmt: skip
         self.group.broadcast_(model.params)
 
@@ -422,7 +423,7 @@ class Trainer:
         st, since = self.st, self.since
         t0 = time.perf_counter()
         with self.optimizer.averaged():
-            nll, n = evaluate(self.model, self.corpus.valid, self.valid_batch, group=self.group)
+            nll, n = evaluate(self.model, self.valid, self.valid_batch, group=self.group)
         self.group.check_same(
             "the parameters", self.model.params.values(),
             f"the run stopped at step {st.step}; its checkpoints were kept (resume from them)",

@@ -29,7 +29,7 @@ from lstm_lm import checkpoint
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import LineScore
-from lstm_lm.train import Run
+from lstm_lm.train import Run, fmt_bytes
 
 
 class Consoles:
@@ -235,10 +235,14 @@ def regularisers(c) -> str:
 
 
 def describe(run: Run) -> str:
-    c, tc = run.model.config, run.config
+    c, tc, corpus = run.model.config, run.config, run.corpus
+    size = sum(f["size"] for f in corpus.files)
+    loaded = f"{fmt_bytes(size)} of text, " if size else ""
+    loaded += "token ids from tokens.npz" if corpus.cached else "tokenised"
     return (
         f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, "
-        f"{run.model.num_params():,} parameters; {len(run.corpus.train):,} training tokens; "
+        f"{run.model.num_params():,} parameters; {len(corpus.train):,} training tokens "
+        f"({loaded} in {corpus.seconds:.1f} s); "
         f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}"
         + (f" + ASGD (patience {tc.asgd_patience})" if tc.asgd else "")
         + ", "
