@@ -47,6 +47,8 @@ from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import RanksError
+from lstm_lm.plot import X_AXES, learning_curves
+from lstm_lm.plot import save as save_figure
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
 from lstm_lm.train import (
@@ -795,6 +797,31 @@ def info(ckpt, as_json):
     if c.train_state.get("history"):
         con.out.print("learning curve: valid perplexity at each evaluation")
         con.out.print(learning_curve(c.train_state["history"]))
+
+
+# --- plot --------------------------------------------------------------------------------
+
+
+@main.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("curves.png"),
+    show_default=True,
+    help="The figure: .png or .svg.",
+)
+@click.option("--x", "x_axis", type=click.Choice(list(X_AXES)), default="step", show_default=True)
+@library_errors
+def plot_cmd(runs, out, x_axis):
+    """Learning curves of one or several runs (RUN: a run directory with metrics.jsonl): train
+    and valid perplexity, or bits per character, the best valid point marked. Needs the plot
+    extra (pip install "lstm-lm[plot]")."""
+    con = Consoles()
+    if out.suffix not in (".png", ".svg"):
+        raise click.BadParameter(f"{out} does not end in .png or .svg", param_hint="--out")
+    save_figure(learning_curves(runs, x_axis), out)
+    con.log.print(f"wrote {out}: {len(runs)} run{'s' * (len(runs) > 1)}")
 
 
 # --- gradcheck and bench -------------------------------------------------------------------
