@@ -31,8 +31,11 @@ from lstm_lm.tokenise import (
     _decode,
     _read_stdin,
     carve,
+    code_point,
     count,
     encode,
+    ptb_convention,
+    tokens,
 )
 
 PTB_NAMES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
@@ -68,7 +71,7 @@ class Vocab:
         if self.level == "word":
             counts = [len(line.split()) + 1 for line in lines]  # each line's words and <eos>
         else:
-            counts = [len(_ptb_chars(line) if self.ptb_chars else line) + 1 for line in lines]
+            counts = [len(ptb_convention(line) if self.ptb_chars else line) + 1 for line in lines]
         ends = np.cumsum(counts)
         out = []
         for start, end in zip(ends - counts, ends):
@@ -98,12 +101,12 @@ class Vocab:
         """Ids (N,) int32 of the text's tokens, -1 where missing, and a function giving the
         token strings at some positions."""
         if self.level == "word":
-            toks = _words(text)
+            toks = tokens(text, "word", False)
             lookup = {**self.stoi, **dict.fromkeys(set(toks) - self.stoi.keys(), -1)}
             ids = np.fromiter(map(lookup.__getitem__, toks), np.int32, len(toks))
             return ids, lambda at: [toks[i] for i in at]
-        cps = _codepoints(_ptb_chars(text) if self.ptb_chars else text)
-        table = np.array([(_char_codepoint(s, self.ptb_chars), i) for i, s in enumerate(self.itos)
+        cps = tokens(text, "char", self.ptb_chars).astype(np.int64)
+        table = np.array([(code_point(s, self.ptb_chars), i) for i, s in enumerate(self.itos)
                           if s != UNK], dtype=np.int64).reshape(-1, 2)  # fmt: skip
         table = table[np.argsort(table[:, 0])]  # (V, 2): code point, id
         pos = np.minimum(np.searchsorted(table[:, 0], cps), len(table) - 1)
@@ -135,34 +138,6 @@ class Vocab:
     @classmethod
     def from_json(cls, d: dict) -> Vocab:
         return cls(tuple(d["itos"]), d["level"], bool(d.get("ptb_chars", False)))
-
-
-def _words(text: str) -> list[str]:
-    return text.replace("\n", f" {EOS} ").split()
-
-
-def _ptb_chars(text: str) -> str:
-    """PTB character convention: `_` between the words of a line, one line break per line."""
-    return "\n".join("_".join(line.split()) for line in text.split("\n"))
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-
-
-def _char_codepoint(token: str, ptb_chars: bool) -> int:
-    return ord("\n") if (token == EOS and ptb_chars) else ord(token)
-
-
-def _train_counts(text: str, level: str, ptb_chars: bool) -> dict[str, int]:
-    """Token type -> count in a training text."""
-    if level == "word":
-        return collections.Counter(_words(text))
-    cps, counts = np.unique(
-        _codepoints(_ptb_chars(text) if ptb_chars else text), return_counts=True
-    )
-    chars = (EOS if (c == ord("\n") and ptb_chars) else chr(c) for c in cps.tolist())
-    return dict(zip(chars, counts.tolist()))
 
 
 @dataclass

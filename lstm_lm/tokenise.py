@@ -175,8 +175,13 @@ def tokens(piece: str, level: str, ptb_chars: bool):
     if level == "word":
         return piece.replace("\n", f" {EOS} ").split()
     if ptb_chars:
-        piece = "\n".join("_".join(line.split()) for line in piece.split("\n"))
+        piece = ptb_convention(piece)
     return np.frombuffer(piece.encode("utf-32-le"), np.uint32)
+
+
+def ptb_convention(text: str) -> str:
+    """PTB character convention: `_` between the words of a line, one line break per line."""
+    return "\n".join("_".join(line.split()) for line in text.split("\n"))
 
 
 def count(splits: Splits, level: str, ptb_chars: bool, progress=None) -> list[dict[str, int]]:
@@ -202,7 +207,7 @@ def encode(splits: Splits, vocab, lengths: list[int], progress=None) -> list[np.
         lut = np.full(UNICODE, unk, np.int32)
         for i, s in enumerate(vocab.itos):
             if s != UNK:
-                lut[_code(s, vocab.ptb_chars)] = i
+                lut[code_point(s, vocab.ptb_chars)] = i
     for k, piece in splits.pieces(progress):
         toks = tokens(piece, vocab.level, vocab.ptb_chars)
         if vocab.level == "word":
@@ -221,7 +226,8 @@ def _char(code: int, ptb_chars: bool) -> str:
     return EOS if (ptb_chars and code == ord("\n")) else chr(code)
 
 
-def _code(token: str, ptb_chars: bool) -> int:
+def code_point(token: str, ptb_chars: bool) -> int:
+    """The character a char-level token stands for (`<eos>`: the line break, PTB chars)."""
     return ord("\n") if (token == EOS and ptb_chars) else ord(token)
 
 

@@ -11,7 +11,6 @@ from lstm_lm.data import (
     UNK,
     DataSource,
     Vocab,
-    _train_counts,
     batchify,
     build_vocab,
     check_fits,
@@ -21,6 +20,7 @@ from lstm_lm.data import (
     read_text,
     window,
 )
+from lstm_lm.tokenise import Splits, Text, count
 
 
 def test_ptb_word_counts(ptb_dir):
@@ -184,10 +184,12 @@ def test_pieces_stream_what_decode_joins(level, ptb_chars, ids_text, seed_ends_l
 
 
 @pytest.mark.parametrize("level,ptb_chars", [("word", False), ("char", True), ("char", False)])
-def test_encode_lines_is_encode_of_each_line(level, ptb_chars):
+def test_encode_lines_is_encode_of_each_line(level, ptb_chars, tmp_path):
     lines = ["the cat sat", "", "a dog  sat  on the mat", "zebra cat €", "cat"]
     text = "the cat sat on a mat\nthe dog\n"
-    v = build_vocab(_train_counts(text, level, ptb_chars), level, ptb_chars)
+    f = tmp_path / "t.txt"
+    f.write_text(text)
+    v = build_vocab(count(Splits(Text(str(f))), level, ptb_chars)[0], level, ptb_chars)
     if level == "word":
         v = Vocab(tuple(sorted(v.itos + (UNK,))), level)  # words map to <unk>; chars are dropped
     for (ids, unknown), line in zip(v.encode_lines(lines), lines):
