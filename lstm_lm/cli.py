@@ -57,6 +57,7 @@ from lstm_lm.train import (
     Run,
     default_out,
     evaluate,
+    fmt_bytes,
     init_run,
     new_run,
     resume_run,
@@ -69,6 +70,7 @@ from lstm_lm.views import (
     bench_table,
     describe,
     eval_table,
+    feature_table,
     fmt_ppl,
     gradcheck_table,
     info_json,
@@ -80,6 +82,8 @@ from lstm_lm.views import (
     settings_table,
     warn_unknown,
 )
+from lstm_lm.viz import MAX_TOKENS
+from lstm_lm.viz import report as viz_report
 
 Pos = click.IntRange(min=1)
 Prob = click.FloatRange(0, 1, max_open=True)
@@ -822,6 +826,54 @@ def plot_cmd(runs, out, x_axis):
         raise click.BadParameter(f"{out} does not end in .png or .svg", param_hint="--out")
     save_figure(learning_curves(runs, x_axis), out)
     con.log.print(f"wrote {out}: {len(runs)} run{'s' * (len(runs) > 1)}")
+
+
+# --- viz ---------------------------------------------------------------------------------
+
+
+@main.command(epilog=CKPT_HELP)
+@click.argument("ckpt", type=click.Path(path_type=Path))
+@click.option("--file", "text_file", type=click.Path(path_type=Path),
+              help="The text to show (-: standard input).")  # fmt: skip
+@click.option("--text", help="The text to show, given here.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The page to write.",
+)
+@click.option("--max-tokens", type=Pos, default=MAX_TOKENS, show_default=True,
+              help="Show the text's first N tokens.")  # fmt: skip
+@click.option("--units", type=Pos, help="Units of each layer the page holds (default: as many as "
+              "keep it near 10 MB, those that follow a feature of the text first).")  # fmt: skip
+@library_errors
+def viz(ckpt, text_file, text, out, max_tokens, units):
+    """One HTML page, self-contained (it opens offline, from a file), of what the network
+    computes on a text: each unit's state and gates token by token, the model's top
+    guesses and surprisal, gate saturation, and the units that follow features of the text
+    (position in the line, quotes, brackets, comments, ...)."""
+    con = Consoles()
+    refuse_together("text_file", "text", "give the text one way")
+    if text_file is None and text is None:
+        raise click.UsageError("give the text to show: --file F or --text T")
+    if text is not None and not text.strip():
+        raise click.BadParameter("the text is empty", param_hint="--text")
+    c = open_checkpoint(con, ckpt)
+    if text is None:  # enough bytes for max_tokens tokens of any sane text, not a whole corpus
+        text = read_text(text_file, limit=max_tokens * 64)
+    ids, unknown = c.vocab.encode(text)
+    warn_unknown(con, c.vocab, unknown)
+    if len(ids) > max_tokens:
+        con.log.print(f"showing the first {max_tokens:,} tokens (--max-tokens)")
+        ids = ids[:max_tokens]
+    page, a = viz_report(c.model, c.vocab, ids, c.train_state, units)
+    data = page.encode()
+    checkpoint.write_atomic(out, data, fix="choose another --out")
+    H = c.model.config.hidden
+    con.log.print(f"wrote {out} ({fmt_bytes(len(data))}): {len(ids):,} tokens, "
+                  f"{len(a.units[0])} of {H} units a layer")  # fmt: skip
+    con.out.print(feature_table(a))
 
 
 # --- gradcheck and bench -------------------------------------------------------------------

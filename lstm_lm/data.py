@@ -158,19 +158,34 @@ class Corpus:
     seconds: float = 0.0  # to load it
 
 
-def read_text(path: str | Path) -> str:
-    """Read a UTF-8 text file (`-`: standard input) whole, or raise LMError naming the file
-    and the fix: for short texts (a seed, lines to score); corpora stream (`tokenise`)."""
+def read_text(path: str | Path, limit: int | None = None) -> str:
+    """Read a UTF-8 text file (`-`: standard input) whole, or its first `limit` bytes (less
+    a character the cut splits), or raise LMError naming the file and the fix: for short
+    texts (a seed, lines to score, a page to show); corpora stream (`tokenise`)."""
     name = "<stdin>" if str(path) == STDIN else str(path)
-    text = _decode(_read_stdin() if str(path) == STDIN else _read_file(Path(path)), name)
+    raw = _read_stdin(limit) if str(path) == STDIN else _read_file(Path(path), limit)
+    if limit is not None and len(raw) == limit:
+        raw = raw[: _last_whole(raw)]
+    text = _decode(raw, name)
     if not text.strip():
         raise LMError(f"{name}: file is empty; give a file with some text")
     return text
 
 
-def _read_file(path: Path) -> bytes:
+def _last_whole(raw: bytes) -> int:
+    """Where UTF-8 bytes cut at an arbitrary point end after their last whole character."""
+    start = len(raw) - 1
+    while start > 0 and len(raw) - start < 4 and raw[start] & 0xC0 == 0x80:
+        start -= 1  # back over continuation bytes to the last character's first byte
+    lead = raw[start] if raw else 0
+    need = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    return len(raw) if len(raw) - start >= need else start
+
+
+def _read_file(path: Path, limit: int | None = None) -> bytes:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            return f.read(-1 if limit is None else limit)
     except FileNotFoundError:
         raise LMError(f"{path}: no such file; check the path") from None
     except IsADirectoryError:

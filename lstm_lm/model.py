@@ -346,6 +346,16 @@ class LanguageModel:
         )
         return nll, final
 
+    def inspect(self, x: np.ndarray, state: State) -> tuple[np.ndarray, list, State]:
+        """Evaluation that keeps what the cells computed (for lstm-lm viz): x (B, T) ->
+        logits (T, B, V) float64, each layer's cell cache (cells.LSTMCache, ...: its gate
+        activations and states, time-major) and the final state."""
+        with self.threads.evaluation():
+            top, final, caches = self._forward(x.T, state, Masks.none(self.config.layers))
+            T, B, H = top.shape
+            logits = self._output(top.reshape(T * B, H)).astype(np.float64)
+            return logits.reshape(T, B, -1), [cache for _, cache, _ in caches], final
+
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""
         with self.threads.evaluation():

@@ -240,7 +240,7 @@ def _decode(raw: bytes, name: str) -> str:
         ) from None
 
 
-def _read_stdin() -> bytes:
+def _read_stdin(limit: int | None = None) -> bytes:
     if sys.stdin is None or sys.stdin.isatty():
         raise LMError("'-' reads standard input, which is a terminal here; pipe the text in")
-    return sys.stdin.buffer.read()
+    return sys.stdin.buffer.read(-1 if limit is None else limit)

@@ -470,3 +470,18 @@ def profile_table(result: dict, p: dict) -> Table:
             f"{floor:.2f}" if part["gflop"] else "-",
         )
     return table
+
+
+def feature_table(a) -> Table:
+    """viz: the units that follow each feature of the text best (viz.Analysis)."""
+    table = Table(title="units that follow features of the text (Pearson r over it)")
+    for col in ("feature", "best unit", "r", "next"):
+        table.add_column(col, justify="right" if col == "r" else "left")
+    name = lambda k, s, u: f"layer {k} unit {u} ({s})"  # noqa: E731
+    for feature in a.r:
+        (k, s, u, r), *rest = a.ranking(feature, 3)
+        table.add_row(feature, name(k, s, u), f"{r:+.2f}",
+                      ", ".join(f"{name(*x[:3])} {x[3]:+.2f}" for x in rest))  # fmt: skip
+    for feature in a.absent:
+        table.add_row(feature, "[dim]not in this text[/]", "", "")
+    return table

@@ -98,6 +98,17 @@ def test_bad_files(tmp_path, content, message):
         read_text(f)
 
 
+def test_a_prefix_of_a_file_ends_on_a_whole_character(tmp_path):
+    text = "a\u00e9\u20ac\U0001f600" * 5  # characters of 1, 2, 3 and 4 bytes
+    f = tmp_path / "t.txt"
+    f.write_text(text, encoding="utf-8")
+    size = len(text.encode())
+    for limit in range(1, size + 2):
+        prefix = read_text(f, limit=limit)
+        assert text.startswith(prefix) and len(prefix.encode()) > limit - 4
+    assert read_text(f, limit=size) == text
+
+
 def test_missing_directory(tmp_path):
     with pytest.raises(LMError, match="no such directory"):
         load_corpus("word", data_dir=tmp_path / "nope")
