@@ -46,7 +46,7 @@ from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.optim import OPTIMIZERS
-from lstm_lm.parallel import RanksError
+from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
 from lstm_lm.plot import save as save_figure
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
@@ -506,6 +506,15 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 @options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
 @options("procs")
 @click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=0),
+    default=STALL_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="On several processes: when one has waited this long for the others in an exchange "
+    "(a host died, a link went down), end the job with one line saying so (0: wait forever).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Run directory (default: runs/<name>).",
@@ -533,7 +542,8 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, **opts):
+def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, stall_timeout,
+          **opts):  # fmt: skip
     """Train a language model (PTB word level by default). The defaults shown are the small
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
@@ -544,6 +554,7 @@ def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, 
         con.out.print(settings_table(*plan(opts, out, resume, init_from)))
         return
     world = launch(procs)
+    world.watch(stall_timeout)
     run = world.together(lambda: start(con, opts, out, resume, init_from, extend_vocab),
                          main_first=True)  # fmt: skip
     run.group = world

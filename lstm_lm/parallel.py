@@ -15,11 +15,15 @@ environment; alone, `Group()` is the single process and mpi4py is never imported
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -34,6 +38,7 @@ R = TypeVar("R")
 SIZE_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 LOCAL_SIZE_ENV = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
 INSTALL = "pip install 'lstm-lm[mpi]' (in a checkout: pip install '.[mpi]')"
+STALL_TIMEOUT = 300.0  # seconds a rank waits for the others in a collective before it gives up
 
 
 def _env_int(names: tuple[str, ...]) -> int:
@@ -69,6 +74,7 @@ class Group:
         self.size = comm.Get_size() if comm is not None else 1
         self.bytes_sent = 0  # by this rank's reductions, for `bench`
         self._error_fd: int | None = None
+        self._waiting_on: tuple[str, float] | None = None  # the collective under way, since
 
     @property
     def main(self) -> bool:
@@ -98,7 +104,8 @@ class Group:
         if self.comm is not None:
             from mpi4py import MPI
 
-            self.comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
+            with self.waiting(f"an Allreduce of {a.size:,} numbers"):
+                self.comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
             self.bytes_sent += a.nbytes
         return a
 
@@ -114,9 +121,10 @@ class Group:
         """The sorted union of every rank's sorted distinct ids."""
         if self.comm is None:
             return ids
-        counts = self.comm.allgather(len(ids))
-        everything = np.empty(sum(counts), ids.dtype)
-        self.comm.Allgatherv(np.ascontiguousarray(ids), (everything, counts))
+        with self.waiting("an Allgather of token ids"):
+            counts = self.comm.allgather(len(ids))
+            everything = np.empty(sum(counts), ids.dtype)
+            self.comm.Allgatherv(np.ascontiguousarray(ids), (everything, counts))
         self.bytes_sent += ids.nbytes
         return np.unique(everything)
 
@@ -125,14 +133,16 @@ class Group:
         if self.comm is None:
             return block
         out = np.empty((self.size * block.shape[0], *block.shape[1:]), block.dtype)
-        self.comm.Allgather(np.ascontiguousarray(block), out)
+        with self.waiting("an Allgather of the hidden state"):
+            self.comm.Allgather(np.ascontiguousarray(block), out)
         return out
 
     def broadcast_(self, arrays: dict[str, np.ndarray]) -> None:
         """Rank 0's arrays into every rank's, in place."""
         if self.comm is not None:
-            for k in sorted(arrays):
-                self.comm.Bcast(arrays[k], root=0)
+            with self.waiting("a Bcast of the parameters"):
+                for k in sorted(arrays):
+                    self.comm.Bcast(arrays[k], root=0)
 
     # --- agreeing ------------------------------------------------------------------------
     def check_same(self, what: str, parts: Iterable, fix: str) -> None:
@@ -143,7 +153,8 @@ class Group:
         digest = hashlib.sha256()
         for part in parts:
             digest.update(part)
-        digests = self.comm.allgather(digest.hexdigest())
+        with self.waiting(f"the check that {what} agree"):
+            digests = self.comm.allgather(digest.hexdigest())
         differ = [r for r, d in enumerate(digests) if d != digests[0]]
         if differ:
             raise RanksError(
@@ -161,21 +172,56 @@ class Group:
         if main_first:
             if self.main:
                 result, error = _attempt(fn)
-            error = self.comm.bcast(error)
+            with self.waiting("a Bcast from rank 0"):
+                error = self.comm.bcast(error)
             if error:
                 raise RanksError(error)
         if not (main_first and self.main):
             result, error = _attempt(fn)
-        errors = self.comm.allgather(error)
-        failed = [r for r, e in enumerate(errors) if e]
+        with self.waiting("an Allgather of the ranks' outcomes"):
+            errors = self.comm.allgather((error, socket.gethostname()))
+        failed = [r for r, (e, _) in enumerate(errors) if e]
         if failed:
             r = failed[0]
-            raise RanksError(errors[r] if r == 0 else f"rank {r}: {errors[r]}")
+            e, host = errors[r]
+            raise RanksError(e if r == 0 else f"rank {r} on {host}: {e}")
         return result
 
     def on_main(self, fn: Callable[[], object]) -> None:
         """fn() on rank 0 alone (the one that writes); if it fails, every rank raises."""
         self.together(fn if self.main else lambda: None)
+
+    # --- stalls ------------------------------------------------------------------------------
+    def watch(self, timeout: float) -> None:
+        """The stall check (Horovod's, made an end): when a collective of this rank has waited
+        `timeout` seconds (0: never) for the others (a host that died, a link that went
+        down), say which one in one line and end the job with exit 1; what was saved before
+        stays as it was (saves are atomic)."""
+        if self.comm is not None and timeout > 0:
+            watcher = threading.Thread(target=self._watch, args=(timeout,), daemon=True)
+            watcher.start()
+
+    @contextlib.contextmanager
+    def waiting(self, what: str):
+        """Mark a collective under way, for the stall check."""
+        self._waiting_on = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self._waiting_on = None
+
+    def _watch(self, timeout: float) -> None:
+        while True:
+            time.sleep(min(1.0, timeout / 10))
+            on = self._waiting_on
+            if on is not None and time.monotonic() - on[1] >= timeout:
+                waited = time.monotonic() - on[1]
+                self.fail(
+                    f"{on[0]} has waited {waited:.0f} s for the other "
+                    f"{self.size - 1} process{'es' * (self.size > 2)} (--stall-timeout "
+                    f"{timeout:g}): one may have died or lost its network; the job ends, "
+                    "the checkpoints saved before are kept (resume from them)"
+                )
 
     # --- output and failure --------------------------------------------------------------
     def quiet_other_ranks(self) -> None:
@@ -193,11 +239,11 @@ class Group:
 
     def fail(self, message: str, code: int = 1):
         """End every rank after an error only this one met: its line, then MPI_Abort (the
-        others may be waiting in a collective and would never learn of it)."""
-        if self._error_fd is not None:
-            os.write(self._error_fd, f"Error: rank {self.rank}: {message}\n".encode())
-        else:
-            print(f"Error: {message}", file=sys.stderr, flush=True)
+        others may be waiting in a collective and would never learn of it); this process
+        ends within seconds even where the abort cannot reach the launcher."""
+        line = f"Error: rank {self.rank} on {socket.gethostname()}: {message}\n"
+        os.write(self._error_fd if self._error_fd is not None else 2, line.encode())
+        threading.Timer(5.0, os._exit, (code,)).start()
         self.comm.Abort(code)
 
 

@@ -5,10 +5,12 @@ subprocess, on a word corpus of 300 types so the ranks' windows touch different 
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,7 +157,8 @@ def test_an_error_on_one_rank_ends_every_rank(words, tmp_path):
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error")]
     missing = tmp_path / "elsewhere" / "train.txt"
-    assert errors == [f"Error: rank 1: {missing}: no such file; check the path"]
+    assert len(errors) == 1 and errors[0].startswith("Error: rank 1 on ")
+    assert errors[0].endswith(f": {missing}: no such file; check the path")
     assert not (tmp_path / "r").exists()
 
 
@@ -218,6 +221,48 @@ def test_sigterm_to_mpiexec_saves_last_once_and_stops(words, tmp_path):
     step = read_meta(out / "last.npz")["train_state"]["step"]
     assert step > first and f"stopped: step {step:,}" in err
     assert err.count("stopping after this step and saving") == 1
+
+
+def ranks_of(tag: str) -> dict[int, int]:
+    """The pids of the ranks whose environment holds LSTM_LM_TEST_TAG=tag, by rank."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            env = dict(
+                kv.split("=", 1) for kv in (proc / "environ").read_text().split("\0") if "=" in kv
+            )
+        except OSError:
+            continue
+        if env.get("LSTM_LM_TEST_TAG") == tag and "PMI_RANK" in env:
+            found[int(env["PMI_RANK"])] = int(proc.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_a_rank_that_stops_answering_ends_the_job_after_the_stall_timeout(words, tmp_path):
+    """Rank 1 frozen (SIGSTOP) mid-run, as a host whose link went down: rank 0 waits in the
+    gradients' Allreduce, says so once the stall timeout has passed, and the job ends."""
+    out, tag = tmp_path / "r", f"stall-{time.monotonic_ns()}"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
+    cmd = mpiexec_command(2, [str(a) for a in [*args, "--stall-timeout", 3]])
+    env = {**os.environ, "LSTM_LM_TEST_TAG": tag}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (out / "last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = ranks_of(tag)
+    assert sorted(pids) == [0, 1]
+    os.kill(pids[1], signal.SIGSTOP)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 3 + 10 and proc.returncode == 1
+    errors = [line for line in err.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and errors[0].startswith("Error: rank 0 on "), err
+    assert "has waited 3 s for the other 1 process (--stall-timeout 3)" in errors[0]
+    for name in ("last.npz", "best.npz"):  # what was saved before is whole
+        assert read_meta(out / name)["train_state"]["step"] >= 20
+    assert not ranks_of(tag)  # no rank left behind
 
 
 def test_bench_reports_bytes_exchanged(tmp_path):
