@@ -6,10 +6,13 @@ subprocess, on a word corpus of 300 types so the ranks' windows touch different 
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +282,129 @@ def test_bench_reports_bytes_exchanged(tmp_path):
     dense = 4 * (H * G + G + H * V + V)  # l0.W's h rows, l0.b, Wy, by (float32)
     # more than the dense gradients, less than with the whole V x 4H block of token rows
     assert dense < b["bytes_per_step"] < dense + 4 * V * G
+
+
+# --- across network hosts ------------------------------------------------------------------
+# Two test hosts: network namespaces joined by a veth link (192.0.2.1 and 192.0.2.2, from the
+# documentation block, assigned inside the namespaces only), each with its own host name, so
+# MPICH takes them for two machines and talks TCP over the link. mpiexec runs inside the
+# first; hydra starts each host's rank through LAUNCHER, in place of ssh (no server needed).
+
+LAUNCHER = """#!/bin/sh
+# hydra's ssh launcher runs: SCRIPT [OPTIONS] HOST COMMAND...
+while [ "${1#-}" != "$1" ]; do shift; done
+case $1 in 192.0.2.1) ns=%s ;; 192.0.2.2) ns=%s ;; *) echo "no test host $1" >&2; exit 1 ;; esac
+shift
+exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; $*"
+"""
+
+
+@dataclass
+class Hosts:
+    a: str  # namespace, host name and veth end of the first host (192.0.2.1)
+    b: str  # ... of the second (192.0.2.2)
+    launcher: Path
+
+    def command(self, *args) -> list[str]:
+        """`lstm-lm ARGS` with one rank on each host, mpiexec started on the first. On one
+        kernel MPICH's transports (UCX, libfabric) would reach the other host's process
+        through shared memory, as real hosts cannot: TCP only."""
+        mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+        hydra = ["-hosts", "192.0.2.1,192.0.2.2", "-ppn", "1", "-launcher", "ssh"]
+        inner = [mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
+                 "lstm_lm", *args]  # fmt: skip
+        inner = shlex.join(str(a) for a in inner)
+        tcp = "export UCX_TLS=tcp FI_PROVIDER=tcp"
+        return ["ip", "netns", "exec", self.a, "unshare", "--uts", "sh", "-c",
+                f"hostname {self.a}; {tcp}; exec {inner}"]  # fmt: skip
+
+    def received(self) -> int:
+        """Bytes the second host has received over the link."""
+        out = subprocess.run(["ip", "-n", self.b, "-s", "-j", "link", "show", self.b],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return json.loads(out)[0]["stats64"]["rx"]["bytes"]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("making test hosts (network namespaces) needs root")
+    for tool in ("ip", "unshare"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"making test hosts needs {tool} (Debian: iproute2, util-linux)")
+    a, b = f"lm{os.getpid()}a"[-12:], f"lm{os.getpid()}b"[-12:]
+    steps = [["netns", "add", a], ["netns", "add", b],
+             ["link", "add", a, "type", "veth", "peer", "name", b],
+             ["link", "set", a, "netns", a], ["link", "set", b, "netns", b],
+             ["-n", a, "addr", "add", "192.0.2.1/24", "dev", a],
+             ["-n", b, "addr", "add", "192.0.2.2/24", "dev", b]]  # fmt: skip
+    steps += [["-n", n, "link", "set", dev, "up"] for n in (a, b) for dev in (n, "lo")]
+    try:
+        for step in steps:
+            subprocess.run(["ip", *step], check=True, capture_output=True, text=True)
+        launcher = tmp_path_factory.mktemp("hosts") / "launch.sh"
+        launcher.write_text(LAUNCHER % (a, b))
+        launcher.chmod(0o755)
+        yield Hosts(a, b, launcher)
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"cannot make test hosts: ip {' '.join(e.cmd[1:])}: {e.stderr.strip()}")
+    finally:
+        for n in (a, b):
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+
+@pytest.mark.parametrize(
+    "optimizer", [["--optimizer", "sgd"], ["--optimizer", "adam", "--lr", "0.01"]]
+)
+def test_two_hosts_make_the_updates_of_one(words, tmp_path, hosts, optimizer):
+    args = [*RUN, "--data", words, "--max-steps", 30, *optimizer]
+    assert lm(*args, "--out", tmp_path / "one").returncode == 0
+    before = hosts.received()
+    r = subprocess.run(hosts.command(*args, "--out", tmp_path / "two"), capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    crossed = hosts.received() - before  # every step's gradients (float64) crossed the link
+    assert crossed > 30 * 8 * (16 * 64 + 32 * 64 + 16 * 300)
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+    ev = ["eval", tmp_path / "two", "--split", "valid", "--batch-size", 4, "--json"]
+    one = json.loads(lm(*ev).stdout)
+    two = subprocess.run(hosts.command(*ev), capture_output=True, text=True, timeout=60)
+    assert json.loads(two.stdout)["nll"] == pytest.approx(one["nll"], rel=1e-12)
+
+
+def test_a_host_whose_link_goes_down_ends_the_job(words, tmp_path, hosts):
+    out = tmp_path / "r"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
+    proc = subprocess.Popen(hosts.command(*args, "--stall-timeout", 5), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out / "last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run(["ip", "-n", hosts.b, "link", "set", hosts.b, "down"], check=True)
+    t0 = time.monotonic()
+    try:
+        while ranks_running(out) and time.monotonic() - t0 < 30:
+            time.sleep(0.2)
+        gone = time.monotonic() - t0
+    finally:
+        subprocess.run(["ip", "-n", hosts.b, "link", "set", hosts.b, "up"], check=True)
+    _, err = proc.communicate(timeout=60)
+    assert gone < 20 and proc.returncode != 0, err
+    errors = [line for line in err.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and f"Error: rank 0 on {hosts.a}: " in errors[0], err
+    assert "(--stall-timeout 5)" in errors[0]
+    for name in ("last.npz", "best.npz"):
+        assert read_meta(out / name)["train_state"]["step"] >= 20
+
+
+def ranks_running(out: Path) -> list[int]:
+    """The pids of the lstm-lm processes training into `out`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"lstm_lm" in argv and str(out).encode() in argv:
+            pids.append(int(proc.name))
+    return pids
