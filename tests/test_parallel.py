@@ -295,7 +295,9 @@ LAUNCHER = """#!/bin/sh
 while [ "${1#-}" != "$1" ]; do shift; done
 case $1 in 192.0.2.1) ns=%s ;; 192.0.2.2) ns=%s ;; *) echo "no test host $1" >&2; exit 1 ;; esac
 shift
-exec ip netns exec "$ns" unshare --uts sh -c "hostname $ns; $*"
+# a host's own files: "SOURCE TARGET" lines in $0.$ns, bind-mounted in its mount namespace
+binds=$(sed 's/^/mount --bind /; s/$/;/' "$0.$ns" 2>/dev/null)
+exec ip netns exec "$ns" unshare --uts --mount sh -c "hostname $ns; $binds $*"
 """
 
 
@@ -370,6 +372,25 @@ def test_two_hosts_make_the_updates_of_one(words, tmp_path, hosts, optimizer):
     one = json.loads(lm(*ev).stdout)
     two = subprocess.run(hosts.command(*ev), capture_output=True, text=True, timeout=60)
     assert json.loads(two.stdout)["nll"] == pytest.approx(one["nll"], rel=1e-12)
+
+
+def test_other_data_on_the_second_host_is_refused_at_the_start(words, tmp_path, hosts):
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("train", "valid", "test"):  # the same files, one word changed
+        text = (words / f"{name}.txt").read_text()
+        (other / f"{name}.txt").write_text(
+            text.replace("w1 ", "w2 ", 1) if name == "train" else text
+        )
+    bind = Path(f"{hosts.launcher}.{hosts.b}")
+    bind.write_text(f"{other} {words}\n")  # host b sees other's files at words' path
+    try:
+        r = subprocess.run(hosts.command(*RUN, "--data", words, "--out", tmp_path / "r"),
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    finally:
+        bind.unlink()
+    assert r.returncode == 1 and "the data differ between processes" in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_host_whose_link_goes_down_ends_the_job(words, tmp_path, hosts):
