@@ -163,22 +163,34 @@ def refuse_together(first: str, second: str, why: str) -> None:
         raise click.UsageError(f"{flag[first]} does not go with {flag[second]}: {why}")
 
 
-def launch(procs: int | None) -> parallel.Group:
-    """The ranks to run on: with --procs N from a single process, this very command is run
-    again under `mpiexec -n N` in this process's place."""
+def launch(procs: int | None, hosts: str | None = None, hostfile: Path | None = None):
+    """The ranks to run on (a parallel.Group): with --procs N from a single process, this
+    very command is run again under `mpiexec -n N` (on --hosts or --hostfile) in this
+    process's place."""
+    refuse_together("hosts", "hostfile", "give the hosts one way")
+    if procs is None and (hosts or hostfile):
+        raise click.UsageError("--hosts and --hostfile go with --procs N")
     world = parallel.world()
     if procs is None or procs == world.size:
         return world
     if world.size > 1:
         raise click.UsageError(f"--procs {procs} does not match the {world.size} processes "
                                "mpiexec started; give one or the other")  # fmt: skip
+    names = None
+    if hosts is not None:
+        names = [h.strip() for h in hosts.split(",")]
+        if not all(names):
+            raise click.BadParameter(f"{hosts!r} names an empty host", param_hint="--hosts")
+    if hostfile is not None and not hostfile.is_file():
+        raise LMError(f"{hostfile}: no such host file; give a file of host names, one a line")
+    launcher = ("--procs", "--hosts", "--hostfile")  # this process's, not the ranks'
     argv, args = [], iter(sys.argv[1:])
     for arg in args:
-        if arg == "--procs":
+        if arg in launcher:
             next(args, None)  # its value
-        elif not arg.startswith("--procs="):
+        elif not arg.startswith(tuple(f"{o}=" for o in launcher)):
             argv.append(arg)
-    command = parallel.mpiexec_command(procs, argv)
+    command = parallel.mpiexec_command(procs, argv, names, hostfile)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(command[0], command)
@@ -246,6 +258,11 @@ OPTIONS = {
                          "valid split (default: all of it up to 2,000,000; eval takes all)."),
     "procs": dict(type=Pos, help="Run on N processes: this command under `mpiexec -n N` "
                   f"({parallel.INSTALL}); the batch is split over them."),
+    "hosts": dict(metavar="H1,H2,...", help="With --procs: run the processes on these hosts, in "
+                  "turn (each needs this environment at the same path, ssh without a password "
+                  "and the data)."),
+    "hostfile": dict(type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+                     help="With --procs: the hosts to run on, one a line (host or host:N)."),
     "save_every": dict(type=click.FloatRange(min=0), metavar="MINUTES", help="Also save "
                        "last.npz this often (it is saved at every evaluation; 0: only then)."),
 }
@@ -504,7 +521,7 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
 @click.option("--min-count", type=Pos, show_default="1", help="Drop types seen fewer times.")
 @options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
-@options("procs")
+@options("procs", "hosts", "hostfile")
 @click.option(
     "--stall-timeout",
     type=click.FloatRange(min=0),
@@ -542,8 +559,8 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, stall_timeout,
-          **opts):  # fmt: skip
+def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, hosts, hostfile,
+          stall_timeout, **opts):  # fmt: skip
     """Train a language model (PTB word level by default). The defaults shown are the small
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
@@ -553,7 +570,7 @@ def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, 
     if dry_run:
         con.out.print(settings_table(*plan(opts, out, resume, init_from)))
         return
-    world = launch(procs)
+    world = launch(procs, hosts, hostfile)
     world.watch(stall_timeout)
     run = world.together(lambda: start(con, opts, out, resume, init_from, extend_vocab),
                          main_first=True)  # fmt: skip
@@ -613,13 +630,13 @@ def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, 
     is_flag=True,
     help='Print {"split", "tokens", "nll", "ppl", "bpc"}.',
 )
-@options("procs")
+@options("procs", "hosts", "hostfile")
 @library_errors
-def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs):
+def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs, hosts, hostfile):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
-    world = launch(procs)
+    world = launch(procs, hosts, hostfile)
     c, ids, name, batch_size = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size), main_first=True
     )
@@ -950,14 +967,14 @@ def gradcheck(bptt, seed, vocab_size, **model):
     help="Also time each part of a training step, beside this CPU's GEMM ceiling.",
 )
 @click.option("--json", "as_json", is_flag=True)
-@options("procs")
+@options("procs", "hosts", "hostfile")
 @library_errors
-def bench(vocab_size, repeats, literal, with_profile, as_json, procs, **settings):
+def bench(vocab_size, repeats, literal, with_profile, as_json, procs, hosts, hostfile, **settings):
     """Training and evaluation tokens/s of a configuration (default: the small preset, 2 x 200,
     B 20, T 20) on synthetic tokens; under mpiexec (or --procs), of the processes together,
     with the bytes each sends per step."""
     con = Consoles()
-    world = launch(procs)
+    world = launch(procs, hosts, hostfile)
     resolved = usage_errors(resolve, settings.pop("preset"), settings)
     config = resolved.model_config(vocab_size or (50 if resolved.level == "char" else 10_000))
     tc = resolved.train

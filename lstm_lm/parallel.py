@@ -21,6 +21,7 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -272,9 +273,11 @@ def world() -> Group:
     return Group(MPI.COMM_WORLD)
 
 
-def mpiexec_command(procs: int, argv: list[str]) -> list[str]:
-    """The command that runs `lstm-lm ARGV` on `procs` ranks of this machine: the mpiexec
-    installed beside this Python (the mpich wheel's) or on PATH."""
+def mpiexec_command(procs: int, argv: list[str], hosts: list[str] | None = None,
+                    hostfile: str | Path | None = None) -> list[str]:  # fmt: skip
+    """The command that runs `lstm-lm ARGV` on `procs` ranks of this machine, or of `hosts`
+    (in turn) or those of `hostfile`: the mpiexec installed beside this Python (the mpich
+    wheel's) or on PATH, MPICH's or Open MPI's."""
     try:
         import mpi4py  # noqa: F401
     except ImportError:
@@ -283,4 +286,19 @@ def mpiexec_command(procs: int, argv: list[str]) -> list[str]:
     mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
     if mpiexec is None:
         raise LMError(f"--procs needs an mpiexec on PATH: {INSTALL}")
-    return [mpiexec, "-n", str(procs), sys.executable, "-m", "lstm_lm", *argv]
+    where = []
+    if hosts or hostfile:
+        open_mpi = "Open MPI" in _version(mpiexec)
+        if hosts:
+            where = ["--host" if open_mpi else "-hosts", ",".join(hosts)]
+        else:
+            where = ["--hostfile" if open_mpi else "-f", str(hostfile)]
+    return [mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
+
+
+def _version(mpiexec: str) -> str:
+    try:
+        run = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return run.stdout + run.stderr

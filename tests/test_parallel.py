@@ -393,6 +393,39 @@ def test_other_data_on_the_second_host_is_refused_at_the_start(words, tmp_path, 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("where", ["--hosts", "--hostfile"])
+def test_procs_runs_on_the_hosts_given(words, tmp_path, hosts, where):
+    """`--procs 2 --hosts A,B` (or a host file) from the first host: mpiexec's ssh launcher
+    told by hydra's environment to use the test hosts' script."""
+    args = [*RUN, "--data", words, "--max-steps", 15]
+    value = "192.0.2.1,192.0.2.2"
+    if where == "--hostfile":
+        value = tmp_path / "hosts"
+        value.write_text("192.0.2.1\n192.0.2.2\n")
+    python = shlex.join([sys.executable, "-m", "lstm_lm", *map(str, args), "--procs", "2",
+                         where, str(value), "--out", str(tmp_path / "two")])  # fmt: skip
+    hydra = f"HYDRA_LAUNCHER=ssh HYDRA_LAUNCHER_EXEC={hosts.launcher} UCX_TLS=tcp FI_PROVIDER=tcp"
+    before = hosts.received()
+    r = subprocess.run(["ip", "netns", "exec", hosts.a, "unshare", "--uts", "sh", "-c",
+                        f"hostname {hosts.a}; export {hydra}; exec {python}"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert hosts.received() - before > 15 * 8 * (16 * 64 + 32 * 64 + 16 * 300)
+    assert lm(*args, "--out", tmp_path / "one").returncode == 0
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+
+def test_hosts_options_errors(words, tmp_path):
+    r = lm(*RUN, "--data", words, "--hosts", "a,b")
+    assert r.returncode == 2 and "--hosts and --hostfile go with --procs N" in r.stderr
+    r = lm(*RUN, "--data", words, "--procs", 2, "--hosts", "a,,b")
+    assert r.returncode == 2 and "names an empty host" in r.stderr
+    r = lm(*RUN, "--data", words, "--procs", 2, "--hostfile", tmp_path / "none")
+    assert r.returncode == 1 and "no such host file" in r.stderr
+    r = lm(*RUN, "--data", words, "--procs", 2, "--hostfile", tmp_path / "h", "--hosts", "a")
+    assert r.returncode == 2 and "give the hosts one way" in r.stderr
+
+
 def test_a_host_whose_link_goes_down_ends_the_job(words, tmp_path, hosts):
     out = tmp_path / "r"
     args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
