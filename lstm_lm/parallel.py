@@ -76,6 +76,7 @@ class Group:
         self.bytes_sent = 0  # by this rank's reductions, for `bench`
         self._error_fd: int | None = None
         self._waiting_on: tuple[str, float] | None = None  # the collective under way, since
+        self._hosts: list[str] = []  # of every rank, for the stall check
 
     @property
     def main(self) -> bool:
@@ -196,11 +197,19 @@ class Group:
     def watch(self, timeout: float) -> None:
         """The stall check (Horovod's, made an end): when a collective of this rank has waited
         `timeout` seconds (0: never) for the others (a host that died, a link that went
-        down), say which one in one line and end the job with exit 1; what was saved before
-        stays as it was (saves are atomic)."""
-        if self.comm is not None and timeout > 0:
-            watcher = threading.Thread(target=self._watch, args=(timeout,), daemon=True)
-            watcher.start()
+        down), name in one line the exchange and the ranks that no longer answer, and end
+        the job with exit 1; what was saved before stays as it was (saves are atomic).
+        Collective: every rank calls it, at the start."""
+        if self.comm is None or timeout <= 0:
+            return
+        from mpi4py import MPI
+
+        self._hosts = self.comm.allgather(socket.gethostname())
+        # a communicator of its own, for the watchers' pings beside the training's exchanges
+        probe = self.comm.Dup() if MPI.Query_thread() == MPI.THREAD_MULTIPLE else None
+        if probe is not None:
+            probe.Set_errhandler(MPI.ERRORS_RETURN)  # a dead peer: an exception, not an abort
+        threading.Thread(target=self._watch, args=(timeout, probe), daemon=True).start()
 
     @contextlib.contextmanager
     def waiting(self, what: str):
@@ -211,18 +220,60 @@ class Group:
         finally:
             self._waiting_on = None
 
-    def _watch(self, timeout: float) -> None:
+    def _watch(self, timeout: float, probe) -> None:
+        """The watcher thread: answers the other watchers' pings, and ends the job once a
+        collective has waited `timeout` seconds, naming the ranks that do not answer."""
         while True:
             time.sleep(min(1.0, timeout / 10))
+            self._answer(probe)
             on = self._waiting_on
             if on is not None and time.monotonic() - on[1] >= timeout:
-                waited = time.monotonic() - on[1]
                 self.fail(
-                    f"{on[0]} has waited {waited:.0f} s for the other "
+                    f"{on[0]} has waited {time.monotonic() - on[1]:.0f} s for the other "
                     f"{self.size - 1} process{'es' * (self.size > 2)} (--stall-timeout "
-                    f"{timeout:g}): one may have died or lost its network; the job ends, "
-                    "the checkpoints saved before are kept (resume from them)"
+                    f"{timeout:g}); {self._who(probe)}; the job ends, the checkpoints saved "
+                    "before are kept (resume from them)"
                 )
+
+    def _who(self, probe) -> str:
+        """Which ranks a stalled collective waits for, as far as MPI can tell."""
+        silent = self._silent(probe)
+        if silent is None:
+            return "one may have died or lost its network"
+        if not silent:
+            return "every other process still answers (a step slower than the timeout?)"
+        names = ", ".join(f"rank {r} on {self._hosts[r]}" for r in silent)
+        return f"no answer from {names}: died or lost its network"
+
+    def _answer(self, probe) -> None:
+        """Answer every ping waiting on the watchers' communicator."""
+        while probe is not None and probe.Iprobe(tag=PING):
+            status = _status()
+            probe.recv(tag=PING, status=status)
+            probe.isend(None, dest=status.Get_source(), tag=PONG)
+
+    def _silent(self, probe, seconds: float = 3.0) -> list[int] | None:
+        """The other ranks whose watcher does not answer a ping within `seconds` (None where
+        MPI gives no second channel to ask on)."""
+        if probe is None:
+            return None
+        from mpi4py import MPI
+
+        others = [r for r in range(self.size) if r != self.rank]
+        for r in others:
+            try:
+                probe.isend(None, dest=r, tag=PING)
+            except MPI.Exception:  # a connection already known dead: no answer
+                pass
+        answered, until = set(), time.monotonic() + seconds
+        while time.monotonic() < until and len(answered) < len(others):
+            self._answer(probe)
+            while probe.Iprobe(tag=PONG):
+                status = _status()
+                probe.recv(tag=PONG, status=status)
+                answered.add(status.Get_source())
+            time.sleep(0.05)
+        return [r for r in others if r not in answered]
 
     # --- output and failure --------------------------------------------------------------
     def quiet_other_ranks(self) -> None:
@@ -246,6 +297,15 @@ class Group:
         os.write(self._error_fd if self._error_fd is not None else 2, line.encode())
         threading.Timer(5.0, os._exit, (code,)).start()
         self.comm.Abort(code)
+
+
+PING, PONG = 1, 2  # tags of the stall check's messages
+
+
+def _status():
+    from mpi4py import MPI
+
+    return MPI.Status()
 
 
 def _attempt(fn: Callable[[], R]) -> tuple[R | None, str]:
@@ -276,8 +336,22 @@ def world() -> Group:
 def mpiexec_command(procs: int, argv: list[str], hosts: list[str] | None = None,
                     hostfile: str | Path | None = None) -> list[str]:  # fmt: skip
     """The command that runs `lstm-lm ARGV` on `procs` ranks of this machine, or of `hosts`
-    (in turn) or those of `hostfile`: the mpiexec installed beside this Python (the mpich
-    wheel's) or on PATH, MPICH's or Open MPI's."""
+    (in turn) or those of `hostfile`."""
+    mpiexec = launcher()
+    where = []
+    if hosts or hostfile:
+        open_mpi = "Open MPI" in _version(mpiexec[0])
+        if hosts:
+            where = ["--host" if open_mpi else "-hosts", ",".join(hosts)]
+        else:
+            where = ["--hostfile" if open_mpi else "-f", str(hostfile)]
+    return [*mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
+
+
+@functools.cache
+def launcher() -> list[str]:
+    """The mpiexec installed beside this Python (the mpich wheel's) or on PATH, MPICH's or
+    Open MPI's (as a command's first words)."""
     try:
         import mpi4py  # noqa: F401
     except ImportError:
@@ -286,14 +360,7 @@ def mpiexec_command(procs: int, argv: list[str], hosts: list[str] | None = None,
     mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
     if mpiexec is None:
         raise LMError(f"--procs needs an mpiexec on PATH: {INSTALL}")
-    where = []
-    if hosts or hostfile:
-        open_mpi = "Open MPI" in _version(mpiexec)
-        if hosts:
-            where = ["--host" if open_mpi else "-hosts", ",".join(hosts)]
-        else:
-            where = ["--hostfile" if open_mpi else "-f", str(hostfile)]
-    return [mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
+    return [mpiexec]
 
 
 def _version(mpiexec: str) -> str:

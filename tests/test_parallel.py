@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from lstm_lm.checkpoint import read_meta
-from lstm_lm.parallel import mpiexec_command
+from lstm_lm.parallel import launcher, mpiexec_command
 
 pytest.importorskip("mpi4py")
 
@@ -150,9 +150,9 @@ def test_an_error_on_one_rank_ends_every_rank(words, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "here").mkdir()
     (tmp_path / "here" / "train.txt").write_text((words / "train.txt").read_text())
-    mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+    mpiexec, python = launcher(), sys.executable
     rank = [python, "-m", "lstm_lm", *RUN, "--train", "train.txt", "--out", tmp_path / "r"]
-    cmd = [mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
+    cmd = [*mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
            "-n", "1", "-wdir", tmp_path / "elsewhere", *rank]  # fmt: skip
     t0 = time.monotonic()
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
@@ -186,9 +186,9 @@ def test_run_errors_end_every_rank_with_one_line(words, tmp_path, args, message)
 def test_ranks_must_agree_on_the_command(words, tmp_path):
     r = lm(*RUN, "--data", words, "--procs", 3, procs=2)
     assert r.returncode == 2 and "--procs 3 does not match the 2 processes" in r.stderr
-    mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+    mpiexec, python = launcher(), sys.executable
     base = [python, "-m", "lstm_lm", *RUN, "--data", words, "--out", tmp_path / "r"]
-    cmd = [mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
+    cmd = [*mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "the command lines differ between processes" in r.stderr
     assert not (tmp_path / "r").exists()
@@ -262,7 +262,10 @@ def test_a_rank_that_stops_answering_ends_the_job_after_the_stall_timeout(words,
     assert time.monotonic() - t0 < 3 + 10 and proc.returncode == 1
     errors = [line for line in err.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and errors[0].startswith("Error: rank 0 on "), err
-    assert "has waited 3 s for the other 1 process (--stall-timeout 3)" in errors[0]
+    assert (
+        "has waited 3 s for the other 1 process (--stall-timeout 3); no answer from rank 1 on "
+        in errors[0]
+    )
     for name in ("last.npz", "best.npz"):  # what was saved before is whole
         assert read_meta(out / name)["train_state"]["step"] >= 20
     assert not ranks_of(tag)  # no rank left behind
@@ -311,9 +314,9 @@ class Hosts:
         """`lstm-lm ARGS` with one rank on each host, mpiexec started on the first. On one
         kernel MPICH's transports (UCX, libfabric) would reach the other host's process
         through shared memory, as real hosts cannot: TCP only."""
-        mpiexec, _, _, python, *_ = mpiexec_command(2, [])
+        mpiexec, python = launcher(), sys.executable
         hydra = ["-hosts", "192.0.2.1,192.0.2.2", "-ppn", "1", "-launcher", "ssh"]
-        inner = [mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
+        inner = [*mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
                  "lstm_lm", *args]  # fmt: skip
         inner = shlex.join(str(a) for a in inner)
         tcp = "export UCX_TLS=tcp FI_PROVIDER=tcp"
@@ -446,7 +449,7 @@ def test_a_host_whose_link_goes_down_ends_the_job(words, tmp_path, hosts):
     assert gone < 20 and proc.returncode != 0, err
     errors = [line for line in err.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and f"Error: rank 0 on {hosts.a}: " in errors[0], err
-    assert "(--stall-timeout 5)" in errors[0]
+    assert f"(--stall-timeout 5); no answer from rank 1 on {hosts.b}: " in errors[0]
     for name in ("last.npz", "best.npz"):
         assert read_meta(out / name)["train_state"]["step"] >= 20
 
@@ -462,3 +465,25 @@ def ranks_running(out: Path) -> list[int]:
         if b"lstm_lm" in argv and str(out).encode() in argv:
             pids.append(int(proc.name))
     return pids
+
+
+def test_a_host_that_dies_ends_the_job(words, tmp_path, hosts):
+    """Rank 1's process on the second host killed (SIGKILL) mid-run: the job ends at once
+    (mpiexec ends the others), the checkpoints load and a run resumes from them alone."""
+    out, tag = tmp_path / "r", f"kill-{time.monotonic_ns()}"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
+    env = {**os.environ, "LSTM_LM_TEST_TAG": tag}
+    proc = subprocess.Popen(hosts.command(*args, "--stall-timeout", 5), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out / "last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(ranks_of(tag)[1], signal.SIGKILL)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10 + 5 and proc.returncode != 0, err
+    assert not ranks_of(tag)
+    step = read_meta(out / "last.npz")["train_state"]["step"]
+    assert step >= 20 and read_meta(out / "best.npz")["train_state"]["step"] >= 20
+    r = lm("train", "--resume", out, "--max-steps", step + 10, "--quiet")
+    assert r.returncode == 0, r.stderr
