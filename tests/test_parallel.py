@@ -485,5 +485,14 @@ def test_a_host_that_dies_ends_the_job(words, tmp_path, hosts):
     assert not ranks_of(tag)
     step = read_meta(out / "last.npz")["train_state"]["step"]
     assert step >= 20 and read_meta(out / "best.npz")["train_state"]["step"] >= 20
-    r = lm("train", "--resume", out, "--max-steps", step + 10, "--quiet")
+    # what it saved is what an undisturbed run holds at that step, to the bit ...
+    calm = tmp_path / "calm"
+    r = subprocess.run(hosts.command(*args[:-1], calm, "--max-steps", step), capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
+    assert_same_run(out, calm, rel=0.0)
+    # ... and one process goes on from either the same way
+    for run in (out, calm):
+        r = lm("train", "--resume", run, "--max-steps", step + 10, "--quiet")
+        assert r.returncode == 0, r.stderr
+    assert_same_run(out, calm, rel=0.0)
