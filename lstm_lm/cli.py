@@ -834,15 +834,15 @@ def info(ckpt, as_json):
 # --- plot --------------------------------------------------------------------------------
 
 
+def out_file(default: str, help: str):
+    """The --out option of a command that writes one file."""
+    return click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+                        default=Path(default), show_default=True, help=help)  # fmt: skip
+
+
 @main.command("plot")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("curves.png"),
-    show_default=True,
-    help="The figure: .png or .svg.",
-)
+@out_file("curves.png", "The figure: .png or .svg.")
 @click.option("--x", "x_axis", type=click.Choice(list(X_AXES)), default="step", show_default=True)
 @library_errors
 def plot_cmd(runs, out, x_axis):
@@ -864,13 +864,7 @@ def plot_cmd(runs, out, x_axis):
 @click.option("--file", "text_file", type=click.Path(path_type=Path),
               help="The text to show (-: standard input).")  # fmt: skip
 @click.option("--text", help="The text to show, given here.")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("report.html"),
-    show_default=True,
-    help="The page to write.",
-)
+@out_file("report.html", "The page to write.")
 @click.option("--max-tokens", type=Pos, default=MAX_TOKENS, show_default=True,
               help="Show the text's first N tokens.")  # fmt: skip
 @click.option("--units", type=Pos, help="Units of each layer the page holds (default: as many as "

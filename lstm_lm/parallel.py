@@ -340,18 +340,17 @@ def mpiexec_command(procs: int, argv: list[str], hosts: list[str] | None = None,
     mpiexec = launcher()
     where = []
     if hosts or hostfile:
-        open_mpi = "Open MPI" in _version(mpiexec[0])
+        open_mpi = "Open MPI" in _version(mpiexec)
         if hosts:
             where = ["--host" if open_mpi else "-hosts", ",".join(hosts)]
         else:
             where = ["--hostfile" if open_mpi else "-f", str(hostfile)]
-    return [*mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
+    return [mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
 
 
-@functools.cache
-def launcher() -> list[str]:
+def launcher() -> str:
     """The mpiexec installed beside this Python (the mpich wheel's) or on PATH, MPICH's or
-    Open MPI's (as a command's first words)."""
+    Open MPI's."""
     try:
         import mpi4py  # noqa: F401
     except ImportError:
@@ -360,7 +359,7 @@ def launcher() -> list[str]:
     mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
     if mpiexec is None:
         raise LMError(f"--procs needs an mpiexec on PATH: {INSTALL}")
-    return [mpiexec]
+    return mpiexec
 
 
 def _version(mpiexec: str) -> str:

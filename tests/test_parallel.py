@@ -152,7 +152,7 @@ def test_an_error_on_one_rank_ends_every_rank(words, tmp_path):
     (tmp_path / "here" / "train.txt").write_text((words / "train.txt").read_text())
     mpiexec, python = launcher(), sys.executable
     rank = [python, "-m", "lstm_lm", *RUN, "--train", "train.txt", "--out", tmp_path / "r"]
-    cmd = [*mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
+    cmd = [mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
            "-n", "1", "-wdir", tmp_path / "elsewhere", *rank]  # fmt: skip
     t0 = time.monotonic()
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
@@ -188,7 +188,7 @@ def test_ranks_must_agree_on_the_command(words, tmp_path):
     assert r.returncode == 2 and "--procs 3 does not match the 2 processes" in r.stderr
     mpiexec, python = launcher(), sys.executable
     base = [python, "-m", "lstm_lm", *RUN, "--data", words, "--out", tmp_path / "r"]
-    cmd = [*mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
+    cmd = [mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "the command lines differ between processes" in r.stderr
     assert not (tmp_path / "r").exists()
@@ -316,7 +316,7 @@ class Hosts:
         through shared memory, as real hosts cannot: TCP only."""
         mpiexec, python = launcher(), sys.executable
         hydra = ["-hosts", "192.0.2.1,192.0.2.2", "-ppn", "1", "-launcher", "ssh"]
-        inner = [*mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
+        inner = [mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
                  "lstm_lm", *args]  # fmt: skip
         inner = shlex.join(str(a) for a in inner)
         tcp = "export UCX_TLS=tcp FI_PROVIDER=tcp"
