@@ -165,8 +165,8 @@ def refuse_together(first: str, second: str, why: str) -> None:
 
 def launch(procs: int | None, hosts: str | None = None, hostfile: Path | None = None):
     """The ranks to run on (a parallel.Group): with --procs N from a single process, this
-    very command is run again under `mpiexec -n N` (on --hosts or --hostfile) in this
-    process's place."""
+    very command is run again under `mpiexec -n N` (on --hosts or --hostfile), and this
+    process passes on what it prints, then exits with its status."""
     refuse_together("hosts", "hostfile", "give the hosts one way")
     if procs is None and (hosts or hostfile):
         raise click.UsageError("--hosts and --hostfile go with --procs N")
@@ -190,10 +190,7 @@ def launch(procs: int | None, hosts: str | None = None, hostfile: Path | None = 
             next(args, None)  # its value
         elif not arg.startswith(tuple(f"{o}=" for o in launcher)):
             argv.append(arg)
-    command = parallel.mpiexec_command(procs, argv, names, hostfile)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(command[0], command)
+    sys.exit(parallel.run_mpiexec(parallel.mpiexec_command(procs, argv, names, hostfile)))
 
 
 CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run directory, "
@@ -334,6 +331,7 @@ def main():
     """lstm-lm: a from-scratch NumPy LSTM language model (word and character level, PTB)."""
     try:  # under mpiexec: rank 0 alone prints, and every rank runs the same command
         world = parallel.world()
+        world.tell_launcher()
         world.quiet_other_ranks()
         world.check_same("the command lines", [json.dumps(sys.argv[1:]).encode()],
                          "start every process with the same command")  # fmt: skip

@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lstm_lm import parallel
 from lstm_lm.checkpoint import read_meta
 from lstm_lm.parallel import launcher, mpiexec_command
 
@@ -226,6 +228,64 @@ def test_sigterm_to_mpiexec_saves_last_once_and_stops(words, tmp_path):
     assert err.count("stopping after this step and saving") == 1
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_procs_names_a_rank_that_was_killed(words, tmp_path):
+    """Under --procs, mpiexec's banner for a process that died becomes one line naming its
+    rank and host; SIGTERM to the launcher reaches the ranks (they save and stop)."""
+    out, tag = tmp_path / "r", f"procs-{time.monotonic_ns()}"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
+    cmd = [sys.executable, "-m", "lstm_lm", *map(str, args), "--procs", "2"]
+    env = {**os.environ, "LSTM_LM_TEST_TAG": tag}
+    for stop in (signal.SIGKILL, signal.SIGTERM):
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not (out / "last.npz").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if stop == signal.SIGKILL:
+            os.kill(ranks_of(tag)[1], stop)
+        else:
+            proc.send_signal(stop)
+        t0 = time.monotonic()
+        stdout, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 10 and not ranks_of(tag)
+        errors = [line for line in err.splitlines() if line.startswith("Error")]
+        if stop == signal.SIGKILL:
+            assert proc.returncode == 1 and len(errors) == 1, err
+            assert errors[0].startswith(f"Error: rank 1 on {socket.gethostname()} died (signal 9")
+            assert "=====" not in stdout and "lstm-lm-rank" not in err
+        else:
+            assert proc.returncode == 130 and not errors, err
+            step = read_meta(out / "last.npz")["train_state"]["step"]
+            assert f"stopped: step {step:,}" in err
+
+
+def test_what_the_launcher_passes_on():
+    """Hydra's banner (as MPICH 5 prints it) is held back and read; the ranks' pid lines
+    are kept; other lines, empty ones too, pass as they are."""
+    report = parallel._Report()
+    err = [
+        "lstm-lm-rank 0 101 hostA\n",
+        "lstm-lm-rank 1 202 hostB\n",
+        "a line\n",
+        "[proxy:0@hostA] main (/src/pm/hydra/proxy/pmip.c:123): demux engine error\n",
+    ]
+    assert [report.err(line) for line in err] == ["", "", "a line\n", ""]
+    out = ["table\n", "\n", "\n", "end\n", "\n", "=" * 83 + "\n",
+           "=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES\n",
+           "=   PID 202 RUNNING AT 192.0.2.2\n", "=   EXIT CODE: 9\n",
+           "=   CLEANING UP REMAINING PROCESSES\n",
+           "=   YOU CAN IGNORE THE BELOW CLEANUP MESSAGES\n", "=" * 83 + "\n",
+           "YOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed (signal 9)\n",
+           "This typically refers to a problem with your application.\n",
+           "Please see the FAQ page for debugging suggestions\n"]  # fmt: skip
+    assert "".join(report.out(line) for line in out) == "table\n\n\nend\n"
+    assert report.lost() == "rank 1 on hostB died (signal 9: killed, or its host went down)"
+    report = parallel._Report()
+    assert report.out("done\n") == "done\n" and report.lost() is None
+
+
 def ranks_of(tag: str) -> dict[int, int]:
     """The pids of the ranks whose environment holds LSTM_LM_TEST_TAG=tag, by rank."""
     found = {}
@@ -323,6 +383,14 @@ class Hosts:
         return ["ip", "netns", "exec", self.a, "unshare", "--uts", "sh", "-c",
                 f"hostname {self.a}; {tcp}; exec {inner}"]  # fmt: skip
 
+    def procs(self, *args) -> list[str]:
+        """`lstm-lm ARGS --procs 2` started on the first host, the --procs launcher given the
+        hosts by ARGS; hydra's ssh launcher told by its environment to use LAUNCHER."""
+        python = shlex.join([sys.executable, "-m", "lstm_lm", *map(str, args), "--procs", "2"])
+        env = f"HYDRA_LAUNCHER=ssh HYDRA_LAUNCHER_EXEC={self.launcher} UCX_TLS=tcp FI_PROVIDER=tcp"
+        return ["ip", "netns", "exec", self.a, "unshare", "--uts", "sh", "-c",
+                f"hostname {self.a}; export {env}; exec {python}"]  # fmt: skip
+
     def received(self) -> int:
         """Bytes the second host has received over the link."""
         out = subprocess.run(["ip", "-n", self.b, "-s", "-j", "link", "show", self.b],
@@ -405,12 +473,8 @@ def test_procs_runs_on_the_hosts_given(words, tmp_path, hosts, where):
     if where == "--hostfile":
         value = tmp_path / "hosts"
         value.write_text("192.0.2.1\n192.0.2.2\n")
-    python = shlex.join([sys.executable, "-m", "lstm_lm", *map(str, args), "--procs", "2",
-                         where, str(value), "--out", str(tmp_path / "two")])  # fmt: skip
-    hydra = f"HYDRA_LAUNCHER=ssh HYDRA_LAUNCHER_EXEC={hosts.launcher} UCX_TLS=tcp FI_PROVIDER=tcp"
     before = hosts.received()
-    r = subprocess.run(["ip", "netns", "exec", hosts.a, "unshare", "--uts", "sh", "-c",
-                        f"hostname {hosts.a}; export {hydra}; exec {python}"],
+    r = subprocess.run(hosts.procs(*args, where, value, "--out", tmp_path / "two"),
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert hosts.received() - before > 15 * 8 * (16 * 64 + 32 * 64 + 16 * 300)
@@ -468,21 +532,29 @@ def ranks_running(out: Path) -> list[int]:
 
 
 def test_a_host_that_dies_ends_the_job(words, tmp_path, hosts):
-    """Rank 1's process on the second host killed (SIGKILL) mid-run: the job ends at once
-    (mpiexec ends the others), the checkpoints load and a run resumes from them alone."""
+    """Rank 1's process on the second host killed (SIGKILL) mid-run, under the --procs
+    launcher: the job ends at once (mpiexec ends the others) with one line naming the rank
+    and its host, the checkpoints load and a run resumes from them alone."""
     out, tag = tmp_path / "r", f"kill-{time.monotonic_ns()}"
     args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
     env = {**os.environ, "LSTM_LM_TEST_TAG": tag}
-    proc = subprocess.Popen(hosts.command(*args, "--stall-timeout", 5), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    cmd = hosts.procs(*args, "--hosts", "192.0.2.1,192.0.2.2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
     deadline = time.monotonic() + 60
     while not (out / "last.npz").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     os.kill(ranks_of(tag)[1], signal.SIGKILL)
     t0 = time.monotonic()
-    _, err = proc.communicate(timeout=60)
-    assert time.monotonic() - t0 < 10 + 5 and proc.returncode != 0, err
+    stdout, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10 and proc.returncode == 1, err
     assert not ranks_of(tag)
+    assert err.splitlines()[-1] == (
+        f"Error: rank 1 on {hosts.b} died (signal 9: killed, or its host went down); mpiexec "
+        "ended the other processes (a training run resumes from its last save)"
+    )
+    assert sum(line.startswith("Error") for line in err.splitlines()) == 1
+    assert "=====" not in stdout + err and "[proxy:" not in err  # mpiexec's own report
     step = read_meta(out / "last.npz")["train_state"]["step"]
     assert step >= 20 and read_meta(out / "best.npz")["train_state"]["step"] >= 20
     # what it saved is what an undisturbed run holds at that step, to the bit ...
@@ -496,3 +568,28 @@ def test_a_host_that_dies_ends_the_job(words, tmp_path, hosts):
         r = lm("train", "--resume", run, "--max-steps", step + 10, "--quiet")
         assert r.returncode == 0, r.stderr
     assert_same_run(out, calm, rel=0.0)
+
+
+def test_a_host_lost_with_its_proxy_ends_the_job(words, tmp_path, hosts):
+    """Every process of the second host killed, mpiexec's proxy too (as when the host goes
+    down and its connections close): the job ends at once, with one line."""
+    out = tmp_path / "r"
+    args = [*RUN, "--data", words, "--epochs", 50, "--eval-every", 20, "--out", out]
+    proc = subprocess.Popen(hosts.procs(*args, "--hosts", "192.0.2.1,192.0.2.2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (out / "last.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = subprocess.run(["ip", "netns", "pids", hosts.b], capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 10 and proc.returncode == 1, err
+    assert not ranks_running(out)
+    errors = [line for line in err.splitlines() if line.startswith(("Error", "[mpiexec@"))]
+    assert errors == [
+        "Error: mpiexec lost a host (it went down, or all its processes were killed); mpiexec "
+        "ended the other processes (a training run resumes from its last save)"
+    ], err
+    assert read_meta(out / "last.npz")["train_state"]["step"] >= 20
