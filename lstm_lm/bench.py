@@ -72,6 +72,8 @@ def bench(
         "variational": config.variational,
         "word_dropout": config.word_dropout,
         "weight_drop": config.weight_drop,
+        "ar": config.ar,
+        "tar": config.tar,
         "params": model.num_params(),
         "procs": group.size,
         "threads": model.threads.cores,  # per process

@@ -225,6 +225,12 @@ OPTIONS = {
                          "occurrences (Gal & Ghahramani's embedding dropout)."),
     "weight_drop": dict(type=Prob, help="DropConnect on every layer's recurrent weights, one mask "
                         "per window (Merity et al. 2017)."),
+    "ar": dict(type=click.FloatRange(min=0), metavar="ALPHA", help="Activation regularisation: "
+               "add ALPHA x the mean square of the top layer's output (after dropout) to the "
+               "loss per token (Merity et al. 2017 use 2)."),
+    "tar": dict(type=click.FloatRange(min=0), metavar="BETA", help="Temporal activation "
+                "regularisation: add BETA x the mean square of the top layer's change from step "
+                "to step (before dropout) to the loss per token (Merity et al. 2017 use 1)."),
     "init_scale": dict(type=Positive, help="Weights uniform in +-this."),
     "forget_bias": dict(type=float, help="Initial forget-gate bias."),
     "chrono": dict(type=click.IntRange(min=3),
@@ -273,6 +279,8 @@ MODEL = (
     "variational",
     "word_dropout",
     "weight_drop",
+    "ar",
+    "tar",
     "init_scale",
     "forget_bias",
     "chrono",
@@ -910,6 +918,8 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     "variational",
     "word_dropout",
     "weight_drop",
+    "ar",
+    "tar",
     "seed",
     cell="lstm",
     layers=2,
@@ -920,13 +930,15 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     variational=False,
     word_dropout=0.0,
     weight_drop=0.0,
+    ar=0.0,
+    tar=0.0,
     seed=0,
 )
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
 @library_errors
 def gradcheck(bptt, seed, vocab_size, **model):
     """Check the hand-written backward against numerical gradients (float64), the dropout
-    masks (and weight drop's) fixed."""
+    masks (and weight drop's) fixed; with --ar/--tar, of the loss with the penalties."""
     con = Consoles()
     config = usage_errors(lambda: ModelConfig(vocab_size, **model))
     errors = check_gradients(config, bptt=bptt, seed=seed)

@@ -30,6 +30,8 @@ class ModelConfig:
     variational: bool = False  # dropout masks shared by the T steps of a window (Gal 2016)
     word_dropout: float = 0.0  # a token type's input dropped for a whole window
     weight_drop: float = 0.0  # DropConnect on the recurrent weights (Merity et al. 2017)
+    ar: float = 0.0  # alpha of activation regularisation (Merity et al. 2017; they use 2)
+    tar: float = 0.0  # beta of temporal activation regularisation (they use 1)
 
     def __post_init__(self):
         _check(self.vocab_size >= 2, "vocab size must be at least 2")
@@ -40,6 +42,8 @@ class ModelConfig:
         _check(0.0 <= self.input_dropout < 1.0, "--input-dropout must be in [0, 1)")
         _check(0.0 <= self.word_dropout < 1.0, "--word-dropout must be in [0, 1)")
         _check(0.0 <= self.weight_drop < 1.0, "--weight-drop must be in [0, 1)")
+        _check(self.ar >= 0, "--ar must be >= 0")
+        _check(self.tar >= 0, "--tar must be >= 0")
         _check(self.init_scale > 0, "--init-scale must be positive")
         _check(
             self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),

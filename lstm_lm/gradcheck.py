@@ -75,7 +75,8 @@ def check_gradients(
     scale = float(B * T)  # the summed loss: gradients of order one
 
     def loss() -> float:
-        return model.loss_and_grads(x, y, state, masks=masks, scale=scale).loss * scale
+        r = model.loss_and_grads(x, y, state, masks=masks, scale=scale)
+        return (r.loss + r.penalty) * scale
 
     r = model.loss_and_grads(x, y, state, masks=masks, scale=scale)
     analytic = {k: v.copy() for k, v in named_views(config, r.grads).items()}

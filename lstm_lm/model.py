@@ -12,7 +12,8 @@ connections: the input of every layer above the first, and the input of the soft
 one-hot input has nothing to drop; its analogue, `input_dropout`, drops entries of the
 token's row W[H + token] (what an embedding would feed the gates). The masks, their
 variational and per-type variants and DropConnect on the recurrent weights are drawn and
-applied by `dropout`; all are off by default.
+applied by `dropout`; all are off by default, as are the activation penalties of
+`activation_reg` (AR and TAR on the top layer's output).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lstm_lm import LMError, dropout
+from lstm_lm.activation_reg import ar_tar_backward, ar_tar_forward
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
 from lstm_lm.dropout import Masks, weight_drop_backward, weight_drop_forward
@@ -51,9 +53,10 @@ def dtop(dlogits: np.ndarray, Wy: np.ndarray) -> np.ndarray:
 
 class Result(NamedTuple):
     loss: float  # mean negative log-likelihood per target token (nats)
-    grads: dict[str, np.ndarray]  # d(scale * loss)/d(param), same keys as params
+    penalty: float  # the activation penalties (AR + TAR) added to it for training; 0 when off
+    grads: dict[str, np.ndarray]  # d(scale * (loss + penalty))/d(param), same keys as params
     state: State  # final state, detached
-    dstate0: State  # d(scale * loss)/d(initial state)
+    dstate0: State  # d(scale * (loss + penalty))/d(initial state)
     rows: dict[str, np.ndarray]  # grads[k] is zero outside these rows (sparse token rows)
     token_rows: np.ndarray  # (U,) the window's token ids: rows H + token_rows of grads["l0.W"]
 
@@ -190,7 +193,8 @@ class LanguageModel:
 
     # --- forward / backward ------------------------------------------------------------
     def _forward(self, tokens: np.ndarray, state: State, masks: Masks):
-        """tokens (T, B) -> top hidden (T, B, H) after dropout, final state, caches."""
+        """tokens (T, B) -> the top layer's output (T, B, H) (before the softmax's dropout),
+        final state, caches."""
         H, phase = self.config.hidden, self.phases
         caches, final, hs = [], [], None
         for k in range(self.config.layers):
@@ -208,8 +212,7 @@ class LanguageModel:
                 hs, stateT, cache = self.cell.forward(xproj, state[k], Wh)
             final.append(tuple(s.copy() for s in stateT))
             caches.append((inp, cache, dropped))
-        top = hs if masks.layers[-1] is None else hs * masks.layers[-1]
-        return top, final, caches
+        return hs, final, caches
 
     def _output(self, top: np.ndarray) -> np.ndarray:
         """top (N, H) -> logits (N, V) = top Wy + by, in the first N rows of a buffer that
@@ -235,8 +238,9 @@ class LanguageModel:
 
         x, y: (B, T) input and target ids; state: initial state (carried, detached);
         masks: dropout masks (default: drawn from rng when dropout > 0).
-        Gradients are of scale * (mean NLL per target token); the trainer uses scale = T,
-        the loss summed over time steps and averaged over the batch (Zaremba et al.).
+        Gradients are of scale * (mean NLL per target token + the activation penalties); the
+        trainer uses scale = T, the loss summed over time steps and averaged over the batch
+        (Zaremba et al.).
         The returned grads dict is reused by the next call.
         """
         B, T = x.shape
@@ -248,7 +252,10 @@ class LanguageModel:
             with phase("dropout masks"):
                 masks = self.draw_masks(T, B, rng) if drawn else Masks.none(self.config.layers)
         tokens = x.T  # (T, B)
-        top, final, caches = self._forward(tokens, state, masks)
+        hs, final, caches = self._forward(tokens, state, masks)
+        m = masks.layers[-1]
+        top = hs if m is None else hs * m
+        penalty, reg = ar_tar_forward(hs, m, self.config.ar, self.config.tar)
 
         Wy, g = self.params["Wy"], self.grads
         top2 = top.reshape(N, H)
@@ -261,8 +268,9 @@ class LanguageModel:
         with phase("output GEMMs"):
             np.matmul(top2.T, dlogits, out=g["Wy"])
             dhs = dtop(dlogits, Wy).reshape(T, B, H)
-        if masks.layers[-1] is not None:
-            dhs *= masks.layers[-1]
+        if m is not None:
+            dhs *= m
+        ar_tar_backward(scale, reg, dhs)
 
         dstate0 = [None] * self.config.layers
         for k in reversed(range(self.config.layers)):
@@ -287,7 +295,7 @@ class LanguageModel:
                     m = masks.layers[k - 1]
                     dhs = dinp if m is None else dinp * m
         touched = np.concatenate([np.arange(H), H + rows])
-        return Result(float(nll.mean()), g, final, dstate0, {"l0.W": touched}, rows)
+        return Result(float(nll.mean()), penalty, g, final, dstate0, {"l0.W": touched}, rows)
 
     def sum_over(self, r: Result, group: Group) -> Result:
         """Window r's gradients summed over the ranks of `group`, each rank having computed
@@ -304,9 +312,10 @@ class LanguageModel:
         drows[np.searchsorted(rows, r.token_rows)] = dW[H + r.token_rows]
         dW[H + rows] = group.sum_(drows)
         self._token_rows = rows
-        (loss,) = group.sum(r.loss)
+        loss, penalty = group.sum(r.loss, r.penalty)
         touched = np.concatenate([np.arange(H), H + rows])
-        return r._replace(loss=loss / group.size, rows={"l0.W": touched}, token_rows=rows)
+        return r._replace(loss=loss / group.size, penalty=penalty / group.size,
+                          rows={"l0.W": touched}, token_rows=rows)  # fmt: skip
 
     def scale_token_grads_(self, r: Result, factor: float) -> None:
         """Multiply the gradient of the token rows of layer 0 that window `r` used by

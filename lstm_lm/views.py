@@ -226,12 +226,15 @@ def summary_table(history: list[dict], best_valid: float) -> Table:
 
 
 def regularisers(c) -> str:
-    """A model config's dropout of every kind: "dropout 0.2, input dropout 0.2, ..."."""
+    """A model config's dropout of every kind and activation penalties: "dropout 0.2, input
+    dropout 0.2, ..., variational, AR 2, TAR 1"."""
     parts = [f"dropout {c.dropout:g}"]
     for name in ("input_dropout", "word_dropout", "weight_drop"):
         if getattr(c, name):
             parts.append(f"{name.replace('_', ' ')} {getattr(c, name):g}")
-    return ", ".join(parts + ["variational"] * c.variational)
+    parts += ["variational"] * c.variational
+    parts += [f"{name.upper()} {getattr(c, name):g}" for name in ("ar", "tar") if getattr(c, name)]
+    return ", ".join(parts)
 
 
 def describe(run: Run) -> str:

@@ -130,6 +130,10 @@ def test_gradcheck_command():
     assert r.exit_code == 0, r.output
     assert "word dropout 0.3, weight drop 0.5, variational" in r.stdout
     assert "all 22 arrays within 1e-06" in r.stderr
+    r = invoke("gradcheck", *f"{options} --ar 2 --tar 1".split())
+    assert r.exit_code == 0, r.output
+    assert "weight drop 0.5, variational, AR 2, TAR 1" in r.stdout
+    assert "all 22 arrays within 1e-06" in r.stderr
 
 
 def test_gradcheck_command_fails_on_a_wrong_backward(broken_lstm_backward):

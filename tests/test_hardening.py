@@ -156,6 +156,8 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
         "--variational",
         "--weight-drop",
         0.5,
+        "--ar",
+        2,
         "--dry-run",
         "--out",
         out,
@@ -170,6 +172,7 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
     assert rows["seed"] == ["0", "default"] and rows["out"] == [str(out), "option"]
     assert rows["variational"] == ["True", "option"] and rows["weight-drop"] == ["0.5", "option"]
     assert rows["word-dropout"] == ["0.0", "default"] and rows["asgd"] == ["False", "default"]
+    assert rows["ar"] == ["2.0", "option"] and rows["tar"] == ["0.0", "default"]
     assert not out.exists()
 
 

@@ -23,7 +23,7 @@ OPTIONS = {
     "input-dropout": "--dropout 0 --input-dropout 0.2",
     "all": "--dropout 0.3 --input-dropout 0.2 --layers 2 --clip 0.5 --eval-every 7",
     "2016-17": "--dropout 0.3 --input-dropout 0.2 --variational --word-dropout 0.2 "
-    "--weight-drop 0.3 --layers 2",
+    "--weight-drop 0.3 --ar 2 --tar 1 --layers 2",
 }
 SGD_ONLY = "--token-lr-scale 10"
 
