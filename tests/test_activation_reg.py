@@ -33,9 +33,7 @@ def test_values():
     one-step window has no change; both off: 0 and no gradient."""
     hs = np.arange(12, dtype=np.float64).reshape(3, 2, 2)  # (T, B, H)
     mask = np.array([[[2.0, 0.0], [0.0, 2.0]]])  # (1, B, H)
-    assert ar_tar_forward(hs, mask, 1.0, 0.0)[0] == pytest.approx(
-        np.mean((hs * mask) ** 2)
-    )
+    assert ar_tar_forward(hs, mask, 1.0, 0.0)[0] == pytest.approx(np.mean((hs * mask) ** 2))
     assert ar_tar_forward(hs, None, 0.0, 1.0)[0] == pytest.approx(16.0)  # h_t - h_{t-1} = 4
     assert ar_tar_forward(hs[:1], mask, 0.0, 5.0)[0] == 0.0
     penalty, cache = ar_tar_forward(hs, mask, 0.0, 0.0)
