@@ -265,6 +265,28 @@ def test_procs_names_a_rank_that_was_killed(words, tmp_path):
             assert f"stopped: step {step:,}" in err
 
 
+def test_an_exchange_that_fails_ends_the_rank_with_one_line():
+    """A collective that MPI reports failed (a peer died: a rank's TCP or shared-memory
+    transfer may learn it before mpiexec does) ends the rank with one line, not a traceback,
+    once mpiexec has had its moment to end the job itself."""
+    script = (
+        "from mpi4py import MPI\n"
+        "from lstm_lm import parallel\n"
+        "parallel.LOST_GRACE = 0.1\n"
+        "with parallel.Group(MPI.COMM_SELF).waiting('an Allreduce of 3 numbers'):\n"
+        "    raise MPI.Exception(MPI.ERR_OTHER)\n"
+        "print('went on')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error")]
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "went on" not in r.stdout
+    assert errors == [
+        f"Error: rank 0 on {socket.gethostname()}: an Allreduce of 3 numbers failed (Other MPI "
+        "error): another process died or lost its network; the job ends, the checkpoints saved "
+        "before are kept (resume from them)"
+    ], r.stderr
+
+
 def test_what_the_launcher_passes_on():
     """Hydra's banner (as MPICH 5 prints it) is held back and read; the ranks' pid lines
     are kept; other lines, empty ones too, pass as they are."""
