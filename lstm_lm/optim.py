@@ -80,26 +80,63 @@ class ASGD(SGD):
     Juditsky 1992), which evaluation and checkpoints use; when to start is the trainer's
     (Merity et al. 2017's non-monotone trigger). Within `averaged()` the parameters hold the
     average and `state_dict` the iterate, so a checkpoint's parameters are the model to use
-    and `load_state_dict` (into those parameters) restores both."""
+    and `load_state_dict` (into those parameters) restores both.
+
+    A row that a step leaves as it was adds the same iterate to the mean again, so the rows
+    of a sparsely updated key are averaged lazily: `since[k][i]` is how many iterates row i
+    of `avg[k]` holds, and the rest are all its present value; a row is brought up to date
+    just before it changes (a window moves a few hundred of the 10,000 token rows; averaging
+    all of them every step would cost a fifth of the step)."""
 
     def __init__(self, params: dict[str, np.ndarray]):
         super().__init__(params)
         self.params = params
         self.avg: dict[str, np.ndarray] | None = None
+        self.since: dict[str, np.ndarray] = {}  # (rows,) of the keys averaged lazily
         self.n = 0  # iterates in the average
         self._iterate: dict[str, np.ndarray] | None = None  # within averaged()
 
     def start_averaging(self) -> None:
-        self.avg, self.n = {k: p.copy() for k, p in self.params.items()}, 1
+        self.avg, self.since, self.n = {k: p.copy() for k, p in self.params.items()}, {}, 1
 
     def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
-        super().step(params, grads, lr, rows)
+        rows = rows or {}
         if self.avg is not None:
-            self.n += 1
-            for k, p in params.items():
-                u = np.subtract(p, self.avg[k], out=self.scratch(p))
-                u *= p.dtype.type(1 / self.n)
-                self.avg[k] += u
+            for k in self.since:  # the rows about to change: their mean up to this iterate
+                self._catch_up(k, rows.get(k, slice(None)))
+        super().step(params, grads, lr, rows)
+        if self.avg is None:
+            return
+        self.n += 1
+        w = 1 / self.n
+        for k, p in params.items():
+            a, r = self.avg[k], rows.get(k)
+            if r is None and k not in self.since:
+                u = np.subtract(p, a, out=self.scratch(p))
+                u *= p.dtype.type(w)
+                a += u
+                continue
+            if k not in self.since:  # until now averaged whole: every row is up to date
+                self.since[k] = np.full(len(p), self.n - 1, np.int64)
+            r = slice(None) if r is None else r
+            a[r] += (p[r] - a[r]) * p.dtype.type(w)
+            self.since[k][r] = self.n
+
+    def _catch_up(self, k: str, r) -> None:
+        """Rows r of avg[k] up to the present: each missed n - since iterates, all equal to
+        the row as it is."""
+        a, p, since = self.avg[k], self.params[k], self.since[k][r]
+        w = ((self.n - since) / self.n).astype(p.dtype).reshape(-1, *(1,) * (p.ndim - 1))
+        a[r] += (p[r] - a[r]) * w
+        self.since[k][r] = self.n
+
+    def _mean(self, k: str) -> np.ndarray:
+        """The average of key k's iterates so far (avg[k] with its lazy rows completed)."""
+        a, p = self.avg[k], self.params[k]
+        if k not in self.since:
+            return a
+        w = ((self.n - self.since[k]) / self.n).astype(p.dtype)
+        return a + (p - a) * w.reshape(-1, *(1,) * (p.ndim - 1))
 
     @contextlib.contextmanager
     def averaged(self):
@@ -108,7 +145,7 @@ class ASGD(SGD):
             return
         self._iterate = {k: p.copy() for k, p in self.params.items()}
         for k, p in self.params.items():
-            p[...] = self.avg[k]
+            p[...] = self._mean(k)
         try:
             yield
         finally:
@@ -117,16 +154,25 @@ class ASGD(SGD):
             self._iterate = None
 
     def state_dict(self):
+        """The step and iterate counts; once averaging, the iterate (the parameters are the
+        average, within `averaged()`) and, of the keys averaged lazily, the lazy average and
+        its rows' counts."""
         state = {"t": np.array(self.t), "n": np.array(self.n)}
         if self.avg is not None:
             iterate = self._iterate if self._iterate is not None else self.params
             state.update({f"iterate.{k}": a for k, a in iterate.items()})
+            state.update({f"avg.{k}": self.avg[k] for k in self.since})
+            state.update({f"since.{k}": s for k, s in self.since.items()})
         return state
 
     def load_state_dict(self, state):
         self.t, self.n = int(state["t"]), int(state.get("n", 0))
         if self.n:  # the parameters hold the average, the state the iterate
             self.avg = {k: p.copy() for k, p in self.params.items()}
+            self.since = {k[6:]: s.astype(np.int64) for k, s in state.items()
+                          if k.startswith("since.")}  # fmt: skip
+            for k in self.since:
+                self.avg[k][...] = state[f"avg.{k}"]
             for k, p in self.params.items():
                 p[...] = state[f"iterate.{k}"]
 

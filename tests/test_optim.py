@@ -133,16 +133,55 @@ def test_asgd_averages_the_iterates_from_its_start_and_swaps_them_in_for_evaluat
     with opt.averaged():
         for k in p:
             np.testing.assert_allclose(p[k], np.mean([it[k] for it in iterates], 0), rtol=1e-6)
-        state = opt.state_dict()
+        state, saved = opt.state_dict(), {k: v.copy() for k, v in p.items()}
     assert all(p[k].tobytes() == before[k].tobytes() for k in p)  # the iterate is back
     assert all(state[f"iterate.{k}"].tobytes() == before[k].tobytes() for k in p)
     # a checkpoint: the model is the average, the optimiser state the iterate
-    saved = {k: v.copy() for k, v in opt.avg.items()}
     q = {k: v.copy() for k, v in saved.items()}
     again = ASGD(q)
     again.load_state_dict(state)
     assert again.n == 5 and all(q[k].tobytes() == before[k].tobytes() for k in q)
-    assert all(again.avg[k].tobytes() == saved[k].tobytes() for k in q)
+    with again.averaged():
+        assert all(q[k].tobytes() == saved[k].tobytes() for k in q)
+
+
+@pytest.mark.parametrize("restart_at", [None, 3, 5])
+def test_asgd_averages_rows_a_step_leaves_alone_lazily_and_exactly(restart_at):
+    """Rows moved by some steps and not others (and a dense step between): the mean of the
+    iterates, row by row, as if every row were averaged at every step; a checkpoint taken
+    meanwhile resumes to the same bits."""
+    rng = np.random.default_rng(3)
+    p = {"W": rng.normal(size=(8, 3)), "b": rng.normal(size=3)}  # float64: exact means
+    moved = [[1, 4], [0, 1], None, [6], [4, 7], [], [1]]  # None: a dense step
+    grads = []
+    for r in moved:
+        g = {"W": np.zeros((8, 3)), "b": rng.normal(size=3)}
+        g["W"][slice(None) if r is None else r] = rng.normal(size=(8 if r is None else len(r), 3))
+        grads.append((g, None if r is None else {"W": np.array(r, np.int64)}))
+    opt, iterates = ASGD(p), []
+    opt.start_averaging()
+    iterates.append({k: v.copy() for k, v in p.items()})
+    for t, (g, rows) in enumerate(grads):
+        if t == restart_at:  # a checkpoint and a fresh optimiser from it
+            with opt.averaged():
+                saved, state = {k: v.copy() for k, v in p.items()}, opt.state_dict()
+            p = {k: v.copy() for k, v in saved.items()}
+            opt = ASGD(p)
+            opt.load_state_dict(state)
+        opt.step(p, g, 0.1, rows)
+        iterates.append({k: v.copy() for k, v in p.items()})
+    assert "W" in opt.since and "b" not in opt.since  # W averaged lazily, b whole
+    with opt.averaged():
+        for k in p:
+            np.testing.assert_allclose(p[k], np.mean([it[k] for it in iterates], 0), rtol=1e-12)
+        final = {k: v.copy() for k, v in p.items()}
+    if restart_at is not None:  # resumed: the same bits as without the restart
+        straight = ASGD(q := {k: v.copy() for k, v in iterates[0].items()})
+        straight.start_averaging()
+        for g, rows in grads:
+            straight.step(q, g, 0.1, rows)
+        with straight.averaged():
+            assert all(q[k].tobytes() == final[k].tobytes() for k in q)
 
 
 def test_sgd_evaluates_its_own_parameters():
