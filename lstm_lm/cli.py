@@ -247,6 +247,8 @@ OPTIONS = {
                  "evaluate and save the mean of the iterates since (Merity et al. 2017)."),
     "asgd_patience": dict(type=Pos, metavar="N", help="--asgd starts averaging once the valid "
                           "loss is worse than the best one from before the last N evaluations."),
+    "asgd_after": dict(type=Pos, metavar="EPOCHS", help="--asgd starts averaging at the end "
+                       "of this epoch if validation has not stalled before."),
     "clip": dict(type=click.FloatRange(min=0), help="Max global gradient norm (0: off)."),
     "token_lr_scale": dict(type=Positive,
                            help="Learning-rate multiplier for the one-hot token rows (SGD)."),
@@ -291,6 +293,7 @@ SCHEDULE = (
     "epochs",
     "lr_decay",
     "decay_after",
+    "asgd_after",
     "max_steps",
     "max_tokens",
     "max_minutes",

@@ -67,6 +67,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     asgd: bool = False  # average SGD's iterates once validation stalls (Merity et al. 2017)
     asgd_patience: int = 5  # ... once it is worse than the best before the last N evaluations
+    asgd_after: int | None = None  # ... or at the end of this epoch, whichever comes first
     clip: float = 5.0  # max global gradient norm (0: no clipping)
     # Learning-rate multiplier for the one-hot token rows of layer 0 (SGD; applied after
     # clipping). An embedding model moves a word's gate input by (W_x^T W_x + |e|^2) g per
@@ -91,6 +92,7 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         _check(self.clip >= 0, "--clip must be >= 0")
         _check(self.asgd_patience >= 1, "--asgd-patience must be at least 1")
+        _check(self.asgd_after is None or self.asgd_after >= 1, "--asgd-after must be at least 1")
         _check(self.token_lr_scale > 0, "--token-lr-scale must be positive")
         _check(self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}")
         for name in ("max_steps", "max_tokens", "eval_every", "valid_tokens"):
@@ -210,6 +212,8 @@ _ONLY_FOR = (
      "{optimizer}"),
     ("asgd", lambda m: m.get("optimizer", "sgd") == "sgd" or not m["asgd"],
      "--asgd averages the iterates of SGD; it does not go with --optimizer {optimizer}"),
+    ("asgd_after", lambda m: m.get("asgd", False),
+     "--asgd-after says when --asgd starts averaging; give --asgd too"),
     ("forget_bias", lambda m: "f" in CELL_TYPES[m.get("cell", "lstm")].gates
      or m["forget_bias"] == 0,
      "--forget-bias sets a forget gate's bias; --cell {cell} has no forget gate"),

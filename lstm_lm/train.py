@@ -446,10 +446,12 @@ class Trainer:
 
     def maybe_start_averaging(self, valid_loss: float) -> None:
         """Merity et al.'s non-monotone trigger for --asgd: start averaging once the
-        validation loss is worse than the best one from before the last N evaluations."""
-        st = self.st
-        if self.tc.asgd and st.asgd_from is None:
-            if stalled(st.scheduled_losses, valid_loss, self.tc.asgd_patience):
+        validation loss is worse than the best one from before the last N evaluations, or
+        at the end of epoch --asgd-after."""
+        st, tc = self.st, self.tc
+        if tc.asgd and st.asgd_from is None:
+            due = tc.asgd_after is not None and st.epoch - 1 >= tc.asgd_after  # epochs done
+            if due or stalled(st.scheduled_losses, valid_loss, tc.asgd_patience):
                 self.optimizer.start_averaging()
                 st.asgd_from = st.step
         st.scheduled_losses.append(valid_loss)

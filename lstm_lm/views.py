@@ -237,6 +237,12 @@ def regularisers(c) -> str:
     return ", ".join(parts)
 
 
+def asgd(tc) -> str:
+    """When --asgd starts averaging."""
+    after = f", or after epoch {tc.asgd_after}" if tc.asgd_after else ""
+    return f"ASGD (patience {tc.asgd_patience}{after})"
+
+
 def describe(run: Run) -> str:
     c, tc, corpus = run.model.config, run.config, run.corpus
     size = sum(f["size"] for f in corpus.files)
@@ -247,7 +253,7 @@ def describe(run: Run) -> str:
         f"{run.model.num_params():,} parameters; {len(corpus.train):,} training tokens "
         f"({loaded} in {corpus.seconds:.1f} s); "
         f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}"
-        + (f" + ASGD (patience {tc.asgd_patience})" if tc.asgd else "")
+        + (f" + {asgd(tc)}" if tc.asgd else "")
         + ", "
         + regularisers(c)
         + (f"; {run.group.size} processes" if run.group is not None and run.group.size > 1 else "")
@@ -353,7 +359,7 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
             f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, "
             f"seed {tc.seed}"
             + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else "")
-            + (f", ASGD (patience {tc.asgd_patience})" if tc.asgd else "")
+            + (f", {asgd(tc)}" if tc.asgd else "")
             + (f", averaging since step {st['asgd_from']:,}" if st.get("asgd_from") else ""),
         ),
         (

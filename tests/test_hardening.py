@@ -121,6 +121,7 @@ def test_output_to_a_closed_pipe(tiny_run):
     (["train", "--cell", "lstm", "--chrono", 50], "--chrono needs --cell janet"),
     (["train", "--optimizer", "adam", "--asgd"],
      "--asgd averages the iterates of SGD; it does not go with --optimizer adam"),
+    (["train", "--asgd-after", 3], "--asgd-after says when --asgd starts averaging; give --asgd"),
     (["train", "--resume", "{run}", "--weight-drop", 0.2], "(got --weight-drop)"),
 ])  # fmt: skip
 def test_options_in_conflict_are_refused_naming_both(tiny_run, args, message):
@@ -172,6 +173,7 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
     assert rows["seed"] == ["0", "default"] and rows["out"] == [str(out), "option"]
     assert rows["variational"] == ["True", "option"] and rows["weight-drop"] == ["0.5", "option"]
     assert rows["word-dropout"] == ["0.0", "default"] and rows["asgd"] == ["False", "default"]
+    assert rows["asgd-after"] == ["None", "default"]
     assert rows["ar"] == ["2.0", "option"] and rows["tar"] == ["0.0", "default"]
     assert not out.exists()
 

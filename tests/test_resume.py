@@ -3,7 +3,7 @@
 The matrix: optimiser x the options that change a step x dtype, on a tiny model over 60
 word types, so that every window leaves most token rows untouched (where an optimiser that
 wrote into the reused gradient buffer fed stale values into the next step). 20 steps, a
-resume, 10 more; the epoch ends at step 24, so the resumed part crosses an evaluation and a
+resume, 10 more; the epoch ends at step 27, so the resumed part crosses an evaluation and a
 learning-rate decay. Every array of last.npz and best.npz is compared, optimiser state and
 carried hidden state included, and so are the RNG state and the position in the data.
 """
@@ -30,7 +30,7 @@ SGD_ONLY = "--token-lr-scale 10"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """Zipf-distributed words over 60 types: 24 windows of B 4 x T 5 per epoch."""
+    """Zipf-distributed words over 60 types: 27 windows of B 4 x T 5 per epoch."""
     rng = np.random.default_rng(0)
     d = tmp_path_factory.mktemp("resume")
     p = 1 / np.arange(1, 61)
@@ -91,18 +91,26 @@ def test_resume_is_bit_identical(corpus, tmp_path, optimizer, options, dtype):
     assert any(k.startswith("opt.") for k in arrays) and "state.l0.0" in arrays
 
 
-@pytest.mark.parametrize("start", [2, 7])  # averaging from before the resume, and after it
-def test_resume_is_bit_identical_with_asgd(corpus, tmp_path, start):
-    """Averaged SGD: the checkpoints hold the average as the model and the iterate as
-    optimiser state; both come back."""
-    args = [*BASE.split(), "--asgd", "--asgd-patience", 1, "--eval-every", start, "--lr", 3,
-            "--weight-drop", 0.3, "--dtype", "float64"]  # fmt: skip
+@pytest.mark.parametrize(
+    "when, expected",
+    [
+        ("--asgd-patience 1 --eval-every 2", lambda s: s < 20),  # averaging from before the resume
+        ("--asgd-patience 1 --eval-every 7", lambda s: s >= 20),  # ... and after it
+        ("--asgd-patience 99 --asgd-after 1", lambda s: s == 27),  # at the end of epoch 1
+    ],
+)
+def test_resume_is_bit_identical_with_asgd(corpus, tmp_path, when, expected):
+    """Averaged SGD: the checkpoints hold the average as the model and the iterate (and the
+    token rows' lazy average) as optimiser state; all come back."""
+    args = [*BASE.split(), "--asgd", *when.split(), "--lr", 3, "--weight-drop", 0.3,
+            "--dtype", "float64"]  # fmt: skip
     straight, split = train_and_resume(corpus, tmp_path, [str(a) for a in args])
     assert_identical(straight, split)
     arrays, where = contents(straight / "last.npz")
     asgd_from = checkpoint.read_meta(straight / "last.npz")["train_state"]["asgd_from"]
-    assert (asgd_from < 20) == (start == 2) and asgd_from is not None
+    assert asgd_from is not None and expected(asgd_from)
     assert "opt.iterate.l0.W" in arrays and int(arrays["opt.n"]) == 30 - asgd_from + 1
+    assert "opt.since.l0.W" in arrays and "opt.since.Wy" not in arrays  # token rows: lazily
     assert not np.array_equal(arrays["opt.iterate.Wy"], arrays["Wy"])  # the model is the average
 
 
