@@ -122,21 +122,23 @@ class ASGD(SGD):
             a[r] += (p[r] - a[r]) * p.dtype.type(w)
             self.since[k][r] = self.n
 
+    def _missed(self, k: str, r=slice(None)) -> np.ndarray:
+        """(rows, 1, ...): the share of the n iterates that rows r of avg[k] have not taken
+        in yet, all equal to the row as it is."""
+        p = self.params[k]
+        w = ((self.n - self.since[k][r]) / self.n).astype(p.dtype)
+        return w.reshape(-1, *(1,) * (p.ndim - 1))
+
     def _catch_up(self, k: str, r) -> None:
-        """Rows r of avg[k] up to the present: each missed n - since iterates, all equal to
-        the row as it is."""
-        a, p, since = self.avg[k], self.params[k], self.since[k][r]
-        w = ((self.n - since) / self.n).astype(p.dtype).reshape(-1, *(1,) * (p.ndim - 1))
-        a[r] += (p[r] - a[r]) * w
+        """Rows r of avg[k] up to the present."""
+        a, p = self.avg[k], self.params[k]
+        a[r] += (p[r] - a[r]) * self._missed(k, r)
         self.since[k][r] = self.n
 
     def _mean(self, k: str) -> np.ndarray:
         """The average of key k's iterates so far (avg[k] with its lazy rows completed)."""
         a, p = self.avg[k], self.params[k]
-        if k not in self.since:
-            return a
-        w = ((self.n - self.since[k]) / self.n).astype(p.dtype)
-        return a + (p - a) * w.reshape(-1, *(1,) * (p.ndim - 1))
+        return a if k not in self.since else a + (p - a) * self._missed(k)
 
     @contextlib.contextmanager
     def averaged(self):
