@@ -237,6 +237,13 @@ def regularisers(c) -> str:
     return ", ".join(parts)
 
 
+def lr_schedule(tc) -> str:
+    """How the lr changes over the run's epochs."""
+    if tc.lr_decay == 1 or tc.decay_after >= tc.epochs:
+        return "constant"
+    return f"x{tc.lr_decay:g} per epoch after {tc.decay_after}"
+
+
 def asgd(tc) -> str:
     """When --asgd starts averaging."""
     after = f", or after epoch {tc.asgd_after}" if tc.asgd_after else ""
@@ -356,7 +363,7 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
         (
             "training",
             f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g} "
-            f"(x{tc.lr_decay:g} per epoch after {tc.decay_after}), clip {tc.clip:g}, "
+            f"({lr_schedule(tc)}), clip {tc.clip:g}, "
             f"seed {tc.seed}"
             + (f", token rows lr x{tc.token_lr_scale:g}" if tc.token_lr_scale != 1 else "")
             + (f", {asgd(tc)}" if tc.asgd else "")

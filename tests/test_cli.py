@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import __version__, checkpoint
+from lstm_lm import __version__, checkpoint, views
 from lstm_lm.cli import main
+from lstm_lm.config import TrainConfig
 
 
 def invoke(*args):
@@ -115,6 +116,12 @@ def test_info_shows_config_and_curve(tiny_run):
     for text in ("lstm 1 x 16", "parameters", f"best valid ppl │ {np.exp(best):,.2f}",
                  "adam lr 0.01", "step 60", "learning curve: valid perplexity", "█"):  # fmt: skip
         assert text in r.stdout, text
+
+
+def test_info_names_the_lr_schedule():
+    assert views.lr_schedule(TrainConfig(epochs=8, decay_after=4)) == "x0.5 per epoch after 4"
+    for constant in (TrainConfig(epochs=8, decay_after=8), TrainConfig(epochs=8, lr_decay=1.0)):
+        assert views.lr_schedule(constant) == "constant"
 
 
 def test_gradcheck_command():
