@@ -3,7 +3,10 @@
 A training step is `train.train_step`, the very step `fit` runs (forward and backward with
 the configuration's dropout, clipping, the token rows' multiplier, the optimiser update)
 over one (B, T) window; evaluation is the forward pass and the loss. Each figure is the
-median over `repeats` timed steps after `warmup` untimed ones. The literal per-token,
+median over `repeats` timed steps after `warmup` untimed ones. The tokens are uniform over
+the vocabulary, or with `zipf` drawn as words are, p(id) ~ 1 / (id + 1) (Zipf's law, ids
+ranked by frequency): what an adaptive softmax's cost depends on, since a window's targets
+then fall in its head mostly. The literal per-token,
 batch-1, dense one-hot formulation (lstm_lm.literal) can be timed beside it as the baseline.
 """
 
@@ -22,7 +25,15 @@ from lstm_lm.timing import Phases, median_rate
 from lstm_lm.train import check_memory, optimizer_for, train_step
 
 
-def _setup(config: ModelConfig, tc: TrainConfig, group: Group):
+def tokens(rng: np.random.Generator, V: int, shape: tuple[int, ...], zipf: bool) -> np.ndarray:
+    """Random ids: uniform over V, or Zipf-distributed, p(id) ~ 1 / (id + 1)."""
+    if not zipf:
+        return rng.integers(0, V, shape)
+    cdf = np.cumsum(1.0 / np.arange(1, V + 1))
+    return np.minimum(np.searchsorted(cdf, rng.random(shape) * cdf[-1], side="right"), V - 1)
+
+
+def _setup(config: ModelConfig, tc: TrainConfig, group: Group, zipf: bool = False):
     """A model, its optimiser and this rank's block of a random (B, T) window."""
     check_memory(config, tc)
     rng = np.random.default_rng(tc.seed)
@@ -32,18 +43,17 @@ def _setup(config: ModelConfig, tc: TrainConfig, group: Group):
         opt.start_averaging()  # what a step costs once averaging runs
     B, T, V = tc.batch_size, tc.bptt, config.vocab_size
     block = group.block(B)
-    x, y = rng.integers(0, V, (B, T))[block], rng.integers(0, V, (B, T))[block]
+    x, y = (tokens(rng, V, (B, T), zipf)[block] for _ in range(2))
     return model, opt, x, y, rng
 
 
-def bench(
-    config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10, group=None
-) -> dict:
+def bench(config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10, group=None,
+          zipf: bool = False) -> dict:  # fmt: skip
     """Median tokens/s of training steps and of evaluation windows, with the configuration.
     Over a group of ranks each takes its block of the batch, as in training; the figures
     are the whole batch's, with the bytes each rank sends per training step."""
     group = group or Group()
-    model, opt, x, y, rng = _setup(config, tc, group)
+    model, opt, x, y, rng = _setup(config, tc, group, zipf)
     state = model.init_state(len(x))
     B, T = tc.batch_size, tc.bptt
 
@@ -62,6 +72,9 @@ def bench(
         "layers": config.layers,
         "hidden": config.hidden,
         "vocab": config.vocab_size,
+        "softmax": config.softmax,
+        "cutoffs": list(config.cutoffs) if config.softmax == "adaptive" else None,
+        "tokens": "zipf" if zipf else "uniform",
         "batch_size": B,
         "bptt": T,
         "dtype": tc.dtype,
@@ -91,15 +104,14 @@ def gemm_ceiling(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> flo
     return median_rate(lambda: np.matmul(a, a, out=out), 2 * n**3, 1, repeats) / 1e9
 
 
-def profile(
-    config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10, group=None
-) -> dict:
+def profile(config: ModelConfig, tc: TrainConfig, warmup: int = 3, repeats: int = 10,
+            group=None, zipf: bool = False) -> dict:  # fmt: skip
     """Where a training step's time goes: milliseconds per step in each part of it (mean
     over `repeats` steps after `warmup`; "other" is the rest of the step), each part's matrix
     products in GFLOP, and this CPU's GEMM ceiling in GFLOP/s, so a part's time can be set
     beside the least its products could take."""
     group = group or Group()
-    model, opt, x, y, rng = _setup(config, tc, group)
+    model, opt, x, y, rng = _setup(config, tc, group, zipf)
     state = model.init_state(len(x))
     for _ in range(warmup):
         state = train_step(model, opt, tc, x, y, state, tc.lr, rng, group).state
@@ -114,10 +126,10 @@ def profile(
     ms["other"] = max(0.0, 1e3 * step - sum(ms.values()))
 
     # Every cell does N x H x G multiply-adds in its forward time loop and twice that backward.
-    B, T, L, H, V = x.shape[0], x.shape[1], config.layers, config.hidden, config.vocab_size
+    B, T, L, H = x.shape[0], x.shape[1], config.layers, config.hidden
     N, G, U = B * T, len(model.cell.gates) * H, len(np.unique(x))  # U: the window's tokens
     flops = {
-        "output GEMMs": 3 * 2 * N * H * V,
+        "output GEMMs": model.output.flops(y.ravel()),
         "time loop, forward": L * 2 * N * H * G,
         "time loop, backward": L * 2 * 2 * N * H * G,
         "input projections": (L - 1) * 3 * 2 * N * H * G,

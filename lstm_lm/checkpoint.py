@@ -132,7 +132,7 @@ def save(
         "data": source.to_json(),
         "train_state": train_state,
     }
-    arrays = {k: np.ascontiguousarray(v) for k, v in model.named_arrays().items()}
+    arrays = {k: np.ascontiguousarray(v) for k, v in model.saved_arrays().items()}
     arrays["meta"] = np.array(json.dumps(meta))
     arrays.update({f"opt.{k}": v for k, v in (optimizer or {}).items()})
     for k, layer in enumerate(state or []):

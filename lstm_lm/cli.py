@@ -30,14 +30,17 @@ from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal, profile
 from lstm_lm.cells import CELL_TYPES
 from lstm_lm.config import (
+    DEFAULT_CUTOFFS,
     DTYPES,
     LEVELS,
     MODEL_FIELDS,
     PRESETS,
     RESUMABLE,
+    SOFTMAXES,
     TRAIN_FIELDS,
     ModelConfig,
     Settings,
+    check_cutoffs,
     resolve,
 )
 from lstm_lm.data import DataSource, read_text
@@ -77,6 +80,7 @@ from lstm_lm.views import (
     info_rows,
     learning_curve,
     nothing_to_do,
+    output_layer,
     profile_table,
     score_line,
     settings_table,
@@ -86,6 +90,25 @@ from lstm_lm.viz import MAX_TOKENS
 from lstm_lm.viz import report as viz_report
 
 Pos = click.IntRange(min=1)
+
+
+class Cutoffs(click.ParamType):
+    """Increasing positive whole numbers separated by commas: 2000,10000."""
+
+    name = "A,B,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            cutoffs = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a list of whole numbers such as 2000,10000", param, ctx)
+        if cutoffs[0] < 1 or list(cutoffs) != sorted(set(cutoffs)):
+            self.fail(f"{value!r}: give increasing positive numbers such as 2000,10000", param, ctx)
+        return cutoffs
+
+
 Prob = click.FloatRange(0, 1, max_open=True)
 Positive = click.FloatRange(min=0, min_open=True)
 
@@ -231,6 +254,13 @@ OPTIONS = {
     "tar": dict(type=click.FloatRange(min=0), metavar="BETA", help="Temporal activation "
                 "regularisation: add BETA x the mean square of the top layer's change from step "
                 "to step (before dropout) to the loss per token (Merity et al. 2017 use 1)."),
+    "softmax": dict(type=click.Choice(list(SOFTMAXES)), help="Output layer: the full softmax, "
+                    "or the adaptive softmax (Grave et al. 2017), whose cost per token hardly "
+                    "grows with the vocabulary."),
+    "cutoffs": dict(type=Cutoffs(), help="With --softmax adaptive: the words up to the first "
+                    "cutoff by training frequency form the head, each next range a tail cluster "
+                    f"(default: {','.join(map(str, DEFAULT_CUTOFFS))}, those below the vocabulary "
+                    "size)."),
     "init_scale": dict(type=Positive, help="Weights uniform in +-this."),
     "forget_bias": dict(type=float, help="Initial forget-gate bias."),
     "chrono": dict(type=click.IntRange(min=3),
@@ -283,6 +313,8 @@ MODEL = (
     "weight_drop",
     "ar",
     "tar",
+    "softmax",
+    "cutoffs",
     "init_scale",
     "forget_bias",
     "chrono",
@@ -923,6 +955,8 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     "weight_drop",
     "ar",
     "tar",
+    "softmax",
+    "cutoffs",
     "seed",
     cell="lstm",
     layers=2,
@@ -935,14 +969,23 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     weight_drop=0.0,
     ar=0.0,
     tar=0.0,
+    softmax="full",
     seed=0,
 )
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
 @library_errors
 def gradcheck(bptt, seed, vocab_size, **model):
     """Check the hand-written backward against numerical gradients (float64), the dropout
-    masks (and weight drop's) fixed; with --ar/--tar, of the loss with the penalties."""
+    masks (and weight drop's) fixed; with --ar/--tar, of the loss with the penalties; with
+    --softmax adaptive, of its head and tails (default cutoffs: a third and two thirds of
+    --vocab)."""
     con = Consoles()
+    if model["softmax"] == "adaptive" and model["cutoffs"] is None:
+        model["cutoffs"] = tuple(sorted({max(1, vocab_size // 3), max(1, 2 * vocab_size // 3)}))
+    elif model["cutoffs"] is not None and model["softmax"] != "adaptive":
+        raise click.UsageError("--cutoffs goes with --softmax adaptive")
+    if model["cutoffs"] is not None:
+        usage_errors(check_cutoffs, model["cutoffs"], vocab_size)
     config = usage_errors(lambda: ModelConfig(vocab_size, **model))
     errors = check_gradients(config, bptt=bptt, seed=seed)
     con.out.print(gradcheck_table(config, bptt, errors, TOLERANCE))
@@ -965,6 +1008,12 @@ def gradcheck(bptt, seed, vocab_size, **model):
 )
 @click.option("--repeats", type=Pos, default=10, show_default=True)
 @click.option(
+    "--zipf",
+    is_flag=True,
+    help="Draw the synthetic tokens as words are, p(id) ~ 1/(id + 1), rather than uniformly: "
+    "what an adaptive softmax's speed depends on.",
+)
+@click.option(
     "--literal", is_flag=True, help="Also time the literal per-token batch-1 formulation (slow)."
 )
 @click.option(
@@ -976,7 +1025,8 @@ def gradcheck(bptt, seed, vocab_size, **model):
 @click.option("--json", "as_json", is_flag=True)
 @options("procs", "hosts", "hostfile")
 @library_errors
-def bench(vocab_size, repeats, literal, with_profile, as_json, procs, hosts, hostfile, **settings):
+def bench(vocab_size, repeats, zipf, literal, with_profile, as_json, procs, hosts, hostfile,
+          **settings):  # fmt: skip
     """Training and evaluation tokens/s of a configuration (default: the small preset, 2 x 200,
     B 20, T 20) on synthetic tokens; under mpiexec (or --procs), of the processes together,
     with the bytes each sends per step."""
@@ -987,9 +1037,11 @@ def bench(vocab_size, repeats, literal, with_profile, as_json, procs, hosts, hos
     tc = resolved.train
     con.log.print(
         f"timing {config.cell} {config.layers} x {config.hidden}, "
-        f"V {config.vocab_size:,}, B {tc.batch_size}, T {tc.bptt} ..."
+        f"V {config.vocab_size:,}{output_layer(config)}, B {tc.batch_size}, T {tc.bptt}"
+        + (", Zipf tokens" if zipf else "")
+        + " ..."
     )
-    results = [run_bench(config, tc, repeats=repeats, group=world)]
+    results = [run_bench(config, tc, repeats=repeats, group=world, zipf=zipf)]
     if literal:
         con.log.print("timing the literal formulation ...")
         results.append(
@@ -997,7 +1049,7 @@ def bench(vocab_size, repeats, literal, with_profile, as_json, procs, hosts, hos
         )
     if with_profile:
         con.log.print("timing the parts of a training step ...")
-        results[0]["profile"] = profile(config, tc, repeats=repeats, group=world)
+        results[0]["profile"] = profile(config, tc, repeats=repeats, group=world, zipf=zipf)
     if as_json:
         con.out.print(json.dumps(results if literal else results[0]))
         return

@@ -14,6 +14,7 @@ from lstm_lm.optim import OPTIMIZERS
 
 LEVELS = ("word", "char")
 DTYPES = ("float32", "float64")
+SOFTMAXES = ("full", "adaptive")  # the output layers: softmax.FullSoftmax, adaptive
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,12 @@ class ModelConfig:
     weight_drop: float = 0.0  # DropConnect on the recurrent weights (Merity et al. 2017)
     ar: float = 0.0  # alpha of activation regularisation (Merity et al. 2017; they use 2)
     tar: float = 0.0  # beta of temporal activation regularisation (they use 1)
+    softmax: str = "full"  # the output layer; "adaptive": Grave et al. 2017 (lstm_lm.adaptive)
+    cutoffs: tuple[int, ...] | None = None  # its clusters' bounds by frequency rank (None: default)
 
     def __post_init__(self):
+        if self.cutoffs is not None:  # a list when read from JSON
+            object.__setattr__(self, "cutoffs", tuple(self.cutoffs))
         _check(self.vocab_size >= 2, "vocab size must be at least 2")
         _check(self.hidden >= 1, "--hidden must be at least 1")
         _check(self.layers >= 1, "--layers must be at least 1")
@@ -45,6 +50,13 @@ class ModelConfig:
         _check(self.ar >= 0, "--ar must be >= 0")
         _check(self.tar >= 0, "--tar must be >= 0")
         _check(self.init_scale > 0, "--init-scale must be positive")
+        _check(self.softmax in SOFTMAXES, f"--softmax must be one of {', '.join(SOFTMAXES)}")
+        _check(
+            self.cutoffs is None
+            or (len(self.cutoffs) > 0 and all(isinstance(c, int) for c in self.cutoffs)
+                and self.cutoffs[0] >= 1 and list(self.cutoffs) == sorted(set(self.cutoffs))),
+            "--cutoffs must be increasing positive whole numbers, e.g. 2000,10000",
+        )  # fmt: skip
         _check(
             self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
             "--chrono needs --cell janet and a value of at least 3",
@@ -118,6 +130,30 @@ VALID_CAP = 2_000_000
 RESUMABLE = ("epochs", "max_steps", "max_tokens", "max_minutes", "eval_every", "save_every")
 
 
+DEFAULT_CUTOFFS = (2000, 10000, 50000)  # --softmax adaptive: the cutoffs below V, unless given
+
+
+def default_cutoffs(vocab_size: int) -> tuple[int, ...]:
+    """The DEFAULT_CUTOFFS below the vocabulary size; an LMError if there is none."""
+    cutoffs = tuple(c for c in DEFAULT_CUTOFFS if c < vocab_size)
+    if not cutoffs:
+        raise LMError(
+            f"--softmax adaptive: the vocabulary has {vocab_size:,} types, no more than the "
+            f"default first cutoff {DEFAULT_CUTOFFS[0]:,}; give --cutoffs below {vocab_size:,} "
+            "or use --softmax full"
+        )
+    return cutoffs
+
+
+def check_cutoffs(cutoffs: tuple[int, ...], vocab_size: int) -> None:
+    """An LMError unless every cutoff is below the vocabulary size."""
+    if cutoffs[-1] >= vocab_size:
+        raise LMError(
+            f"--cutoffs {','.join(map(str, cutoffs))}: the vocabulary has {vocab_size:,} types; "
+            f"every cutoff must be below that"
+        )
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise LMError(message)
@@ -170,12 +206,22 @@ class Settings:
     origins: dict
 
     def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(vocab_size=vocab_size, **self.model)
+        """The model's config for a vocabulary of this size: an adaptive softmax's default
+        cutoffs filled in (those below it), so that the checkpoint records them."""
+        model = dict(self.model)
+        if model.get("softmax") == "adaptive" and model.get("cutoffs") is None:
+            model["cutoffs"] = default_cutoffs(vocab_size)
+        if model.get("cutoffs") is not None:
+            check_cutoffs(model["cutoffs"], vocab_size)
+        return ModelConfig(vocab_size=vocab_size, **model)
 
     def values(self) -> dict:
-        """Every setting by name (the model's defaults filled in), in declaration order."""
-        model = dataclasses.asdict(self.model_config(2))
+        """Every setting by name (the model's defaults filled in), in declaration order; an
+        adaptive softmax's default cutoffs are DEFAULT_CUTOFFS (those below V apply)."""
+        model = dataclasses.asdict(ModelConfig(vocab_size=2, **self.model))
         del model["vocab_size"]
+        if model["softmax"] == "adaptive" and model["cutoffs"] is None:
+            model["cutoffs"] = DEFAULT_CUTOFFS
         return {"level": self.level, **model, **dataclasses.asdict(self.train)}
 
 
@@ -195,6 +241,8 @@ def resolve(preset: str | None = None, overrides: dict | None = None) -> Setting
             if name in given:
                 raise LMError(why.format(**merged))
             origins[name] = f"default (preset {preset}'s {merged.pop(name)} does not apply)"
+    if merged.get("softmax") == "adaptive" and "cutoffs" not in merged:
+        origins["cutoffs"] = "default (those below the vocabulary size)"
     level = merged.pop("level", "word")
     _check(level in LEVELS, f"--level must be one of {', '.join(LEVELS)}")
     unknown = set(merged) - {*MODEL_FIELDS, *TRAIN_FIELDS}
@@ -215,6 +263,8 @@ _ONLY_FOR = (
      "--asgd averages the iterates of SGD; it does not go with --optimizer {optimizer}"),
     ("asgd_after", lambda m: m.get("asgd", False),
      "--asgd-after says when --asgd starts averaging; give --asgd too"),
+    ("cutoffs", lambda m: m.get("softmax", "full") == "adaptive",
+     "--cutoffs sets the clusters of the adaptive softmax; give --softmax adaptive too"),
     ("forget_bias", lambda m: "f" in CELL_TYPES[m.get("cell", "lstm")].gates
      or m["forget_bias"] == 0,
      "--forget-bias sets a forget gate's bias; --cell {cell} has no forget gate"),

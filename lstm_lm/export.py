@@ -32,7 +32,7 @@ def _library():
 
 def export(ckpt: checkpoint.Checkpoint, path: str | Path) -> Path:
     """Write the checkpoint's model as a .safetensors file (atomically)."""
-    arrays = {k: np.ascontiguousarray(v) for k, v in ckpt.model.named_arrays().items()}
+    arrays = {k: np.ascontiguousarray(v) for k, v in ckpt.model.saved_arrays().items()}
     meta = {k: ckpt.meta[k] for k in META_KEYS if k in ckpt.meta}
     meta["train_state"] = {k: v for k, v in ckpt.train_state.items() if k != "rng"}
     metadata = {k: json.dumps(v) for k, v in meta.items()}

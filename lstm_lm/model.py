@@ -5,7 +5,8 @@ Dimensions: B streams, T steps, V vocabulary, H hidden units, L layers, G = gate
 Parameters are stored packed, one buffer per layer whose column blocks are the gates:
     l{k}.W  (H + D_k, G)  rows [h; x], D_0 = V (one-hot token), D_k = H above
     l{k}.b  (G,)
-    Wy      (H, V),  by (V,)
+and the output layer's, chosen by `config.softmax` (OUTPUT_LAYERS): the full softmax's
+Wy (H, V), by (V,) (`softmax`), or the adaptive softmax's head and tails (`adaptive`).
 The contract names of the checkpoint (`l0.Wf`, `l0.Wi`, ..., `Wy`, `by`) are views of these
 buffers (`named_arrays`). Dropout (Zaremba et al. 2014) sits on the non-recurrent
 connections: the input of every layer above the first, and the input of the softmax. The
@@ -24,31 +25,19 @@ import numpy as np
 
 from lstm_lm import LMError, dropout
 from lstm_lm.activation_reg import ar_tar_backward, ar_tar_forward
+from lstm_lm.adaptive import AdaptiveSoftmax
 from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
 from lstm_lm.config import ModelConfig
 from lstm_lm.dropout import Masks, weight_drop_backward, weight_drop_forward
 from lstm_lm.parallel import Group
+from lstm_lm.softmax import FullSoftmax
 from lstm_lm.threads import Threads
 from lstm_lm.timing import Phases
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
 
-# The gradient into the top layer, dlogits Wy^T, sums over the whole vocabulary. OpenBLAS
-# 0.3.31 cuts a sum of 10,000 terms differently on one thread and on two, so a training step
-# could not go to one thread on a busy machine (Threads.training_step) and keep its bits;
-# as a sum of products over 1,920 words at a time, which it cuts the same way on both (as it
-# does 640 and 960, not 1,280 or 2,560), it can; the step is checked on every build before it
-# goes to one thread. Costs 0.3 ms of a 38 ms step of small (0.6 ms with 640).
-VOCAB_CHUNK = 1920
-
-
-def dtop(dlogits: np.ndarray, Wy: np.ndarray) -> np.ndarray:
-    """dlogits (N, V) @ Wy.T (V, H) -> (N, H), summed VOCAB_CHUNK words at a time."""
-    out, part = (np.empty((dlogits.shape[0], Wy.shape[0]), Wy.dtype) for _ in range(2))
-    np.matmul(dlogits[:, :VOCAB_CHUNK], Wy[:, :VOCAB_CHUNK].T, out=out)
-    for s in range(VOCAB_CHUNK, Wy.shape[1], VOCAB_CHUNK):
-        out += np.matmul(dlogits[:, s : s + VOCAB_CHUNK], Wy[:, s : s + VOCAB_CHUNK].T, out=part)
-    return out
+# The output layers by --softmax: each offers loss / nll / logits over the top layer's output.
+OUTPUT_LAYERS = {"full": FullSoftmax, "adaptive": AdaptiveSoftmax}
 
 
 class Result(NamedTuple):
@@ -70,7 +59,7 @@ def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str,
         for j, g in enumerate(gates):
             out[f"l{k}.W{g}"] = W[:, j * H : (j + 1) * H]
             out[f"l{k}.b{g}"] = b[j * H : (j + 1) * H]
-    out["Wy"], out["by"] = packed["Wy"], packed["by"]
+    out.update({k: packed[k] for k in OUTPUT_LAYERS[config.softmax].shapes(config)})
     return out
 
 
@@ -79,29 +68,34 @@ def memory_estimate(config: ModelConfig, batch_size: int, bptt: int, optimizer: 
     """Bytes that training allocates, roughly: parameters, gradients and optimiser memory
     (Adam two arrays per parameter, Adagrad one, ASGD the average and the iterate while it is
     evaluated, and a scratch buffer of the largest), one window's activations of every layer
-    and its (N, V) logits. Python integers, so an absurd size cannot overflow."""
+    and the output layer's buffers (the full softmax's (N, V) logits). Python integers, so an
+    absurd size cannot overflow."""
     H, V, L = config.hidden, config.vocab_size, config.layers
     G = len(CELL_TYPES[config.cell].gates) * H
-    params = sum((H + (V if k == 0 else H) + 1) * G for k in range(L)) + (H + 1) * V
+    N = batch_size * bptt
+    output, buffers = OUTPUT_LAYERS[config.softmax].memory(config, N)
+    params = sum((H + (V if k == 0 else H) + 1) * G for k in range(L)) + output
     largest = max((H + V) * G, H * V)
     copies = 2 + {"adam": 2, "adagrad": 1}.get(optimizer, 0) + 2 * asgd
-    N = batch_size * bptt
     per_layer = N * (4 * G + 6 * H)  # xproj, gate activations, their gradients, masks; h, c, ...
-    return np.dtype(dtype).itemsize * (copies * params + largest + L * per_layer + 2 * N * V)
+    return np.dtype(dtype).itemsize * (copies * params + largest + L * per_layer + 2 * buffers)
 
 
 class LanguageModel:
-    def __init__(
-        self, config: ModelConfig, params: dict[str, np.ndarray], threads: Threads | None = None
-    ):
+    """The recurrent layers and the output layer over packed parameters. `order`: the
+    vocabulary ids by training frequency, which an adaptive softmax's clusters follow
+    (adaptive.frequency_order; default: the ids' own order)."""
+
+    def __init__(self, config: ModelConfig, params: dict[str, np.ndarray],
+                 threads: Threads | None = None, order: np.ndarray | None = None):  # fmt: skip
         self.config = config
         self.cell = CELL_TYPES[config.cell]
         self.params = params
-        self.dtype = params["Wy"].dtype
+        self.dtype = params["l0.W"].dtype
         self.threads = threads or Threads()
+        self.output = OUTPUT_LAYERS[config.softmax](config, self.threads, order)
         self.phases = Phases(on=False)  # `lstm-lm bench --profile` turns it on
         self.grads, self.dense_grads = self._gradient_buffers()  # reused by every step
-        self._logits: np.ndarray | None = None
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
 
     def _gradient_buffers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -124,7 +118,8 @@ class LanguageModel:
 
     # --- construction ------------------------------------------------------------------
     @classmethod
-    def init(cls, config: ModelConfig, rng: np.random.Generator, dtype="float32") -> LanguageModel:
+    def init(cls, config: ModelConfig, rng: np.random.Generator, dtype="float32",
+             order: np.ndarray | None = None) -> LanguageModel:  # fmt: skip
         """Weights uniform in +-init_scale, biases zero, the forget bias set."""
         dtype = np.dtype(dtype)
         H, V, G = (
@@ -138,9 +133,8 @@ class LanguageModel:
             D = V if k == 0 else H
             params[f"l{k}.W"] = rng.uniform(-s, s, (H + D, G)).astype(dtype)
             params[f"l{k}.b"] = np.zeros(G, dtype)
-        params["Wy"] = rng.uniform(-s, s, (H, V)).astype(dtype)
-        params["by"] = np.zeros(V, dtype)
-        model = cls(config, params)
+        params.update(OUTPUT_LAYERS[config.softmax].init(config, rng, dtype))
+        model = cls(config, params, order=order)
         if "f" in model.cell.gates:
             named = model.named_arrays()
             for k in range(config.layers):
@@ -155,13 +149,20 @@ class LanguageModel:
         """The contract names, as views into the packed buffers (writable)."""
         return named_views(self.config, self.params)
 
+    def saved_arrays(self) -> dict[str, np.ndarray]:
+        """What a checkpoint holds of the model: the parameters by contract name and the
+        output layer's other arrays (an adaptive softmax's `order`)."""
+        return {**self.named_arrays(), **self.output.arrays()}
+
     @classmethod
     def from_named(
         cls, config: ModelConfig, arrays: dict[str, np.ndarray], dtype=None
     ) -> LanguageModel:
-        """Build from contract-named arrays (as in a checkpoint), checking every shape."""
+        """Build from contract-named arrays (as in a checkpoint, `saved_arrays`), checking
+        every shape."""
         cell, H, V = CELL_TYPES[config.cell], config.hidden, config.vocab_size
-        dtype = np.dtype(dtype or arrays["Wy"].dtype)
+        output = OUTPUT_LAYERS[config.softmax]
+        dtype = np.dtype(dtype or arrays.get(f"l0.W{cell.gates[0]}", np.zeros(0)).dtype)
 
         def get(name, shape):
             if name not in arrays:
@@ -177,8 +178,11 @@ class LanguageModel:
                 [get(f"l{k}.W{g}", (H + D, H)) for g in cell.gates], axis=1
             )
             params[f"l{k}.b"] = np.concatenate([get(f"l{k}.b{g}", (H,)) for g in cell.gates])
-        params["Wy"], params["by"] = get("Wy", (H, V)), get("by", (V,))
-        return cls(config, params)
+        params.update({k: get(k, shape) for k, shape in output.shapes(config).items()})
+        for name in output.extra_arrays:
+            if name not in arrays:
+                raise LMError(f"{name} of the {config.softmax} softmax is missing")
+        return cls(config, params, order=arrays.get("order"))
 
     def num_params(self) -> int:
         return sum(p.size for p in self.params.values())
@@ -214,16 +218,6 @@ class LanguageModel:
             caches.append((inp, cache, dropped))
         return hs, final, caches
 
-    def _output(self, top: np.ndarray) -> np.ndarray:
-        """top (N, H) -> logits (N, V) = top Wy + by, in the first N rows of a buffer that
-        only grows: a fresh (N, V) array costs page faults on every window whose N differs."""
-        N, V = top.shape[0], self.config.vocab_size
-        if self._logits is None or self._logits.shape[0] < N:
-            self._logits = np.empty((N, V), self.dtype)
-        logits = np.matmul(top, self.params["Wy"], out=self._logits[:N])
-        logits += self.params["by"]
-        return logits
-
     def loss_and_grads(
         self,
         x: np.ndarray,
@@ -257,17 +251,10 @@ class LanguageModel:
         top = hs if m is None else hs * m
         penalty, reg = ar_tar_forward(hs, m, self.config.ar, self.config.tar)
 
-        Wy, g = self.params["Wy"], self.grads
-        top2 = top.reshape(N, H)
-        with phase("output GEMMs"):
-            logits = self._output(top2)  # (N, V)
-        with phase("softmax"):
-            nll = self.threads.softmax_cross_entropy_(logits, y.T.ravel(), scale / N)
-            dlogits = logits
-            np.sum(dlogits, axis=0, out=g["by"])
-        with phase("output GEMMs"):
-            np.matmul(top2.T, dlogits, out=g["Wy"])
-            dhs = dtop(dlogits, Wy).reshape(T, B, H)
+        g = self.grads
+        nll, dtop = self.output.loss(self.params, g, top.reshape(N, H), y.T.ravel(), scale / N,
+                                     phase)  # fmt: skip
+        dhs = dtop.reshape(T, B, H)
         if m is not None:
             dhs *= m
         ar_tar_backward(scale, reg, dhs)
@@ -348,21 +335,20 @@ class LanguageModel:
         B, T = x.shape
         top, targets = top.reshape(B * T, -1), y.T.ravel()
         if keep is None:
-            return self.threads.softmax_cross_entropy_(self._output(top), targets, None), final
+            return self.output.nll(self.params, top, targets), final
         nll = np.zeros(B * T)
-        nll[keep] = self.threads.softmax_cross_entropy_(
-            self._output(top[keep]), targets[keep], None
-        )
+        nll[keep] = self.output.nll(self.params, top[keep], targets[keep])
         return nll, final
 
     def inspect(self, x: np.ndarray, state: State) -> tuple[np.ndarray, list, State]:
         """Evaluation that keeps what the cells computed (for lstm-lm viz): x (B, T) ->
-        logits (T, B, V) float64, each layer's cell cache (cells.LSTMCache, ...: its gate
-        activations and states, time-major) and the final state."""
+        logits (T, B, V) float64 (the distribution is their softmax), each layer's cell cache
+        (cells.LSTMCache, ...: its gate activations and states, time-major) and the final
+        state."""
         with self.threads.evaluation():
             top, final, caches = self._forward(x.T, state, Masks.none(self.config.layers))
             T, B, H = top.shape
-            logits = self._output(top.reshape(T * B, H)).astype(np.float64)
+            logits = self.output.logits(self.params, top.reshape(T * B, H))
             return logits.reshape(T, B, -1), [cache for _, cache, _ in caches], final
 
     def advance(self, x: np.ndarray, state: State) -> State:
@@ -371,7 +357,8 @@ class LanguageModel:
             return self._forward(x.T, state, Masks.none(self.config.layers))[1]
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One time step for sampling: tokens (B,) -> logits (B, V) float64 and the new state."""
+        """One time step for sampling: tokens (B,) -> logits (B, V) float64 (the distribution
+        is their softmax) and the new state."""
         with self.threads.evaluation():
             top, final, _ = self._forward(tokens[None, :], state, Masks.none(self.config.layers))
-            return self._output(top[0]).astype(np.float64), final
+            return self.output.logits(self.params, top[0]), final

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lstm_lm import LMError, cache, checkpoint, dropout
+from lstm_lm.adaptive import frequency_order
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, ModelConfig, Settings, TrainConfig
 from lstm_lm.data import (
@@ -623,7 +624,10 @@ def new_run(
     rng = np.random.default_rng(tc.seed)
     config = settings.model_config(len(corpus.vocab))
     check_memory(config, tc)
-    model = LanguageModel.init(config, rng, tc.dtype)
+    order = (
+        frequency_order(corpus.train, config.vocab_size) if config.softmax == "adaptive" else None
+    )
+    model = LanguageModel.init(config, rng, tc.dtype, order)
     return Run(model, corpus, tc, out, rng)
 
 
@@ -677,7 +681,16 @@ def resume_run(
 
 # What a fine-tuned model keeps of its checkpoint's configuration: everything that shapes or
 # initialises it. Its regularisation is training, the run's own (by default the checkpoint's).
-STRUCTURE = ("cell", "layers", "hidden", "init_scale", "forget_bias", "chrono")
+STRUCTURE = (
+    "cell",
+    "layers",
+    "hidden",
+    "init_scale",
+    "forget_bias",
+    "chrono",
+    "softmax",
+    "cutoffs",
+)
 
 
 def init_run(
@@ -715,7 +728,8 @@ def init_run(
     rng = np.random.default_rng(tc.seed)
     corpus = cache.load_corpus(source, out, log, progress, vocab=ckpt.vocab, keep=False)
     params = {k: a.astype(tc.dtype) for k, a in ckpt.model.params.items()}
-    model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params)
+    model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params,
+                          order=ckpt.model.output.arrays().get("order"))  # fmt: skip
     if corpus.unknown:
         if UNK in ckpt.vocab.stoi:
             corpus.notes.append(
@@ -749,19 +763,14 @@ def _listed(counts: dict[str, int], most: int = 20) -> str:
 
 
 def extend_vocabulary(model: LanguageModel, vocab_size: int, rng: np.random.Generator):
-    """The model with token rows and output columns for ids V .. vocab_size - 1 added: the
-    rows drawn as a new model's are; the columns zero, with a bias so low that the old
-    tokens' log-probabilities stay what they were, to the dtype's rounding, until training
-    moves them."""
+    """The model with token rows and output weights for ids V .. vocab_size - 1 added: the
+    rows drawn as a new model's are; the output layer's new weights such that the old tokens'
+    log-probabilities stay what they were, to the dtype's rounding, until training moves them
+    (an adaptive softmax puts the new tokens in its last cluster)."""
     c, p = model.config, model.params
     n, s, G, dtype = vocab_size - c.vocab_size, c.init_scale, c.gate_columns, model.dtype
     W0 = np.concatenate([p["l0.W"], rng.uniform(-s, s, (n, G)).astype(dtype)])
-    Wy = np.concatenate([p["Wy"], np.zeros((c.hidden, n), dtype)], axis=1)
-    # For any h with |h_i| <= 1, logsumexp of the old logits >= their mean + ln V (Jensen)
-    # >= mean(by) - |mean_j Wy_j|_1 + ln V. New logits at that bound less ln(n / eps) + 2 take
-    # a share below eps / e^2 of the probability: old log-probabilities move less than that.
-    lse = float(p["by"].mean() - np.abs(p["Wy"].mean(axis=1)).sum() + math.log(c.vocab_size))
-    bias = lse - math.log(n / np.finfo(dtype).eps) - 2
-    by = np.concatenate([p["by"], np.full(n, bias, dtype)])
-    params = {**p, "l0.W": W0, "Wy": Wy, "by": by}
-    return LanguageModel(dataclasses.replace(c, vocab_size=vocab_size), params)
+    output, order = model.output.extended(p, n)
+    params = {**p, "l0.W": W0, **output}
+    config = dataclasses.replace(c, vocab_size=vocab_size)
+    return LanguageModel(config, params, order=order)

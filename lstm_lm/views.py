@@ -237,6 +237,14 @@ def regularisers(c) -> str:
     return ", ".join(parts)
 
 
+def output_layer(c) -> str:
+    """A model config's output layer, where it is not the full softmax: ", adaptive softmax
+    (cutoffs 2,000, 10,000)"."""
+    if c.softmax == "full":
+        return ""
+    return f", adaptive softmax (cutoffs {', '.join(f'{n:,}' for n in c.cutoffs or ())})"
+
+
 def lr_schedule(tc) -> str:
     """How the lr changes over the run's epochs."""
     if tc.lr_decay == 1 or tc.decay_after >= tc.epochs:
@@ -256,7 +264,7 @@ def describe(run: Run) -> str:
     loaded = f"{fmt_bytes(size)} of text, " if size else ""
     loaded += "token ids from tokens.npz" if corpus.cached else "tokenised"
     return (
-        f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}, "
+        f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}{output_layer(c)}, "
         f"{run.model.num_params():,} parameters; {len(corpus.train):,} training tokens "
         f"({loaded} in {corpus.seconds:.1f} s); "
         f"batch {tc.batch_size} x bptt {tc.bptt}, {tc.optimizer} lr {tc.lr:g}"
@@ -351,7 +359,7 @@ def info_rows(c: checkpoint.Checkpoint) -> list[tuple[str, str]]:
     return [
         (
             "model",
-            f"{m.cell} {m.layers} x {m.hidden}, {regularisers(m)}"
+            f"{m.cell} {m.layers} x {m.hidden}{output_layer(m)}, {regularisers(m)}"
             + f", init ±{m.init_scale:g}"
             + (f", forget bias {m.forget_bias:g}" if m.forget_bias else ""),
         ),
@@ -427,7 +435,7 @@ def gradcheck_table(config, bptt: int, errors: dict, tolerance: float) -> Table:
     c = config
     table = Table(
         title=f"gradient check: {c.cell} {c.layers} x {c.hidden}, T {bptt}, "
-        f"V {c.vocab_size}, {regularisers(c)}"
+        f"V {c.vocab_size}{output_layer(c)}, {regularisers(c)}"
     )
     table.add_column("array")
     table.add_column("max relative error", justify="right")
@@ -447,7 +455,9 @@ def bench_table(results: list[dict]) -> Table:
         eval_rate = f"{r['eval_tokens_per_s']:,.0f}" if r["eval_tokens_per_s"] else "-"
         row = [
             r["cell"],
-            f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}",
+            f"{r['layers']} x {r['hidden']}, V {r['vocab']:,}"
+            + (f", adaptive {','.join(map(str, r['cutoffs']))}" if r.get("cutoffs") else "")
+            + (", Zipf" if r.get("tokens") == "zipf" else ""),
             f"{r['batch_size']} x {r['bptt']}",
             f"{r['params']:,}",
             f"{r['train_tokens_per_s']:,.0f}",

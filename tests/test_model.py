@@ -8,7 +8,8 @@ from lstm_lm.config import ModelConfig
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.literal import literal_loss_and_grads
 from lstm_lm.losses import softmax_cross_entropy_
-from lstm_lm.model import VOCAB_CHUNK, LanguageModel, dtop, named_views
+from lstm_lm.model import LanguageModel, named_views
+from lstm_lm.softmax import VOCAB_CHUNK, dtop
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,7 @@ def fields(obj):
     [
         ["--optimizer", "sgd", "--input-dropout", "0.2"],
         ["--optimizer", "adam", "--lr", "0.01"],
+        ["--softmax", "adaptive", "--cutoffs", "20,100"],  # tails' gradients summed too
         [
             "--variational",
             "--input-dropout",

@@ -24,6 +24,7 @@ OPTIONS = {
     "all": "--dropout 0.3 --input-dropout 0.2 --layers 2 --clip 0.5 --eval-every 7",
     "2016-17": "--dropout 0.3 --input-dropout 0.2 --variational --word-dropout 0.2 "
     "--weight-drop 0.3 --ar 2 --tar 1 --layers 2",
+    "adaptive": "--dropout 0.3 --softmax adaptive --cutoffs 6,20",
 }
 SGD_ONLY = "--token-lr-scale 10"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-import lstm_lm.model
+import lstm_lm.softmax
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import Adam
@@ -181,13 +181,13 @@ def test_the_step_check_compares_a_step_on_one_thread_with_the_threaded_one(monk
     assert step_keeps_bits(model, 2, 3)  # products this small round the same either way
     if blas_threads() == 1:
         pytest.skip("BLAS runs on one thread here: nothing to compare")
-    exact = lstm_lm.model.dtop
+    exact = lstm_lm.softmax.dtop
 
     def rounds_apart_on_one_thread(dlogits, Wy):
         out = exact(dlogits, Wy)
         return np.nextafter(out, np.inf) if blas_threads() == 1 else out
 
-    monkeypatch.setattr(lstm_lm.model, "dtop", rounds_apart_on_one_thread)
+    monkeypatch.setattr(lstm_lm.softmax, "dtop", rounds_apart_on_one_thread)
     assert not step_keeps_bits(model, 4, 3)
 
 
