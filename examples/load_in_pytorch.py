@@ -6,7 +6,11 @@
 The same network from standard modules: an nn.Embedding holding layer 0's token rows (a
 one-hot input times W is a row of W, so the rows give each token's gate inputs), nn.LSTM,
 whose layer 0 takes those gate inputs through an identity input weight, and an nn.Linear
-read-out. It prints the perplexity of the run's test split (or of --text FILE) computed as
+read-out, or for a model trained with --softmax adaptive nn.AdaptiveLogSoftmaxWithLoss: its
+head.weight/bias are lstm-lm's head.W/b, its tail.{i}.0.weight tail.{i}.P, its
+tail.{i}.1.weight/bias tail.{i}.W/b (weights transposed; lstm-lm's tails have a bias, so
+their second Linear gets one), and its targets are the words' frequency ranks (`order`).
+It prints the perplexity of the run's test split (or of --text FILE) computed as
 `lstm-lm eval --batch-size 1 --json` computes it: one stream, every target counted. Needs torch and
 safetensors, which lstm-lm itself never depends on; run it in a separate venv.
 """
@@ -35,7 +39,7 @@ def load(path: str):
 
     embedding = torch.nn.Embedding(V, 4 * H)
     lstm = torch.nn.LSTM(4 * H, H, num_layers=L)
-    readout = torch.nn.Linear(H, V)
+    readout = adaptive(W, config) if config.get("softmax") == "adaptive" else Readout(H, V)
     with torch.no_grad():
         embedding.weight.copy_(blocks(0, slice(H, None)).T)  # (V, 4H): each token's gate inputs
         for k in range(L):
@@ -45,9 +49,49 @@ def load(path: str):
             )
             getattr(lstm, f"bias_ih_l{k}").copy_(torch.cat([W[f"l{k}.b{g}"] for g in TORCH_GATES]))
             getattr(lstm, f"bias_hh_l{k}").zero_()
-        readout.weight.copy_(W["Wy"].T)
-        readout.bias.copy_(W["by"])
+        if isinstance(readout, Readout):
+            readout.linear.weight.copy_(W["Wy"].T)
+            readout.linear.bias.copy_(W["by"])
     return embedding, lstm, readout, vocab, meta
+
+
+class Readout(torch.nn.Module):
+    """The full softmax: summed NLL of the targets."""
+
+    def __init__(self, H: int, V: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(H, V)
+
+    def forward(self, hs, target):
+        return torch.nn.functional.cross_entropy(self.linear(hs), target, reduction="sum")
+
+
+class Adaptive(torch.nn.Module):
+    """nn.AdaptiveLogSoftmaxWithLoss over the words' frequency ranks: summed NLL."""
+
+    def __init__(self, asm, order):
+        super().__init__()
+        self.asm = asm
+        self.rank = torch.empty_like(order)
+        self.rank[order] = torch.arange(len(order))
+
+    def forward(self, hs, target):
+        return -self.asm(hs, self.rank[target]).output.sum()
+
+
+def adaptive(W: dict, config: dict) -> Adaptive:
+    H, V, cutoffs = config["hidden"], config["vocab_size"], config["cutoffs"]
+    asm = torch.nn.AdaptiveLogSoftmaxWithLoss(H, V, cutoffs, div_value=4.0, head_bias=True)
+    state = {"head.weight": W["head.W"].T, "head.bias": W["head.b"]}
+    for i in range(len(cutoffs)):
+        P, Wt = W[f"tail.{i}.P"], W[f"tail.{i}.W"]  # (H, d), (d, V_i)
+        asm.tail[i] = torch.nn.Sequential(
+            torch.nn.Linear(H, P.shape[1], bias=False), torch.nn.Linear(*Wt.shape)
+        )
+        state.update({f"tail.{i}.0.weight": P.T, f"tail.{i}.1.weight": Wt.T,
+                      f"tail.{i}.1.bias": W[f"tail.{i}.b"]})  # fmt: skip
+    asm.load_state_dict({k: v.contiguous() for k, v in state.items()})
+    return Adaptive(asm, W["order"])
 
 
 def tokens(text: str, vocab: dict) -> list[int]:
@@ -75,8 +119,7 @@ def evaluate(embedding, lstm, readout, ids: list[int], chunk: int = 1000) -> tup
         inp, target = x[s : s + chunk], x[s + 1 : s + 1 + chunk]
         inp = inp[: len(target)]
         hs, state = lstm(embedding(inp)[:, None, :], state)  # (T, 1, H): time-major, batch 1
-        logits = readout(hs[:, 0])
-        total += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
+        total += readout(hs[:, 0], target).item()
     return total, len(ids) - 1
 
 

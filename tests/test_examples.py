@@ -67,3 +67,27 @@ def test_load_in_pytorch(markov_chain_run, tmp_path):
     theirs = json.loads(run("load_in_pytorch.py", f))
     assert theirs["tokens"] == ours["tokens"]
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
+
+
+def test_load_in_pytorch_adaptive(markov_corpus, tmp_path):
+    """An adaptive softmax loads into nn.AdaptiveLogSoftmaxWithLoss, eval's perplexity too."""
+    pytest.importorskip("torch")
+    import json
+
+    from click.testing import CliRunner
+
+    from lstm_lm.cli import main
+
+    data, _ = markov_corpus
+    opts = "--layers 2 --hidden 16 --batch-size 8 --bptt 10 --max-steps 60 --quiet"
+    args = ["--softmax", "adaptive", "--cutoffs", "2,4", "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(main, ["train", "--data", str(data), *opts.split(), *args])
+    assert r.exit_code == 0, r.output
+    f = tmp_path / "m.safetensors"
+    assert CliRunner().invoke(main, ["export", str(tmp_path / "r"), str(f)]).exit_code == 0
+    ours = json.loads(
+        CliRunner().invoke(main, ["eval", str(f), "--batch-size", "1", "--json"]).stdout
+    )
+    theirs = json.loads(run("load_in_pytorch.py", f))
+    assert theirs["tokens"] == ours["tokens"]
+    assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
