@@ -1,10 +1,16 @@
-"""The token ids of a run's corpus, kept beside it (`tokens.npz` in the run directory), so
-that `--resume` and `eval` of a large corpus do not tokenise it again.
+"""The token ids of a run's corpus, kept beside it in the run directory, so that `--resume`
+and `eval` of a large corpus start at once instead of tokenising it again.
 
-The file holds each split's ids and, as JSON, the data source, the vocabulary and every text
-file's path, size and SHA-256; it is used only while all of those still match (the hashes
-read each file once, which is many times faster than tokenising it), and written again
-otherwise. Loaded with numpy.load(allow_pickle=False), written atomically.
+    tokens.train.npy, tokens.valid.npy, tokens.test.npy   each split's ids (uint8/uint16/...)
+    tokens.json                                           the data source, the vocabulary and
+                                                          every text file's path, size,
+                                                          modification time and SHA-256
+The ids are memory-mapped (numpy.load(mmap_mode="r")): a gigabyte of them is read as the
+windows reach it, not at the start. The cache is used while the source and vocabulary match
+and every file has the size and modification time it had when it was tokenised; a file whose
+size or time differs, or every file with `verify`, is hashed again, and the cache is used only
+if the hash still matches. Written atomically, the JSON last: a cache cut short by a crash
+does not match, and is written again.
 """
 
 from __future__ import annotations
@@ -19,8 +25,14 @@ from lstm_lm import LMError
 from lstm_lm.data import Corpus, DataSource, Vocab
 from lstm_lm.download import Log, Progress, sha256_file
 
-CACHE = "tokens.npz"  # in a run directory
-VERSION = 1
+CACHE = "tokens.json"  # in a run directory, beside tokens.{split}.npy
+OLD_CACHE = "tokens.npz"  # lstm-lm 0.1.0's: ids not memory-mappable; replaced when rewritten
+VERSION = 2
+SPLITS = ("train", "valid", "test")
+
+
+def split_path(run_dir: Path, split: str) -> Path:
+    return run_dir / f"tokens.{split}.npy"
 
 
 def load_corpus(
@@ -30,12 +42,14 @@ def load_corpus(
     progress: Progress | None = None,
     vocab: Vocab | None = None,
     keep: bool = True,
+    verify: bool = False,
 ) -> Corpus:
     """`source.load(...)`, from the run directory's cache where it still matches the files
     (and, given a `vocab`, was encoded with it), else tokenised and, with `keep`, cached
-    there (a run that is still to be accepted caches it with `save` once it is)."""
-    t0, path = time.perf_counter(), None if run_dir is None else Path(run_dir) / CACHE
-    corpus = _read(path, source, vocab) if path is not None and path.exists() else None
+    there (a run that is still to be accepted caches it with `save` once it is). `verify`:
+    hash every file, even where its size and modification time match."""
+    t0 = time.perf_counter()
+    corpus = None if run_dir is None else _read(Path(run_dir), source, vocab, verify)
     if corpus is None:
         corpus = source.load(log, progress, vocab=vocab)
         if keep and run_dir is not None:
@@ -47,46 +61,64 @@ def load_corpus(
 def save(run_dir: str | Path, corpus: Corpus, given_vocab: bool = False) -> None:
     """Cache a corpus's token ids in a run directory (not one read from standard input)."""
     if corpus.files and not corpus.cached:
-        _write(Path(run_dir) / CACHE, corpus, given_vocab)
+        _write(Path(run_dir), corpus, given_vocab)
 
 
-def _read(path: Path, source: DataSource, vocab: Vocab | None) -> Corpus | None:
+def unchanged(f: dict, verify: bool) -> bool:
+    """Whether a text file is still what a cache record says: the same size and modification
+    time (or, where the time differs or with `verify`, the same SHA-256)."""
+    p = Path(f["path"])
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays.pop("meta")))
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable or not ours: tokenise again
-    if meta.get("version") != VERSION or meta.get("source") != source.to_json():
-        return None
-    cached = Vocab.from_json(meta["vocab"])
-    if meta["given_vocab"] != (vocab is not None) or (vocab is not None and vocab != cached):
-        return None
-    for f in meta["files"]:
-        p = Path(f["path"])
-        if not p.is_file() or p.stat().st_size != f["size"] or sha256_file(p) != f["sha256"]:
+        st = p.stat()
+    except OSError:
+        return False
+    if st.st_size != f["size"]:
+        return False
+    if st.st_mtime_ns == f.get("mtime_ns") and not verify:
+        return True
+    return sha256_file(p) == f["sha256"]
+
+
+def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
+    try:
+        meta = json.loads((run_dir / CACHE).read_text())
+        if meta.get("version") != VERSION or meta.get("source") != source.to_json():
             return None
-    return Corpus(cached, arrays["train"], arrays["valid"], arrays.get("test"), meta["name"],
-                  source, meta["notes"], meta["unknown"], meta["files"], cached=True)  # fmt: skip
+        cached = Vocab.from_json(meta["vocab"])
+        if meta["given_vocab"] != (vocab is not None) or (vocab is not None and vocab != cached):
+            return None
+        if not all(unchanged(f, verify) for f in meta["files"]):
+            return None
+        ids = {s: np.load(split_path(run_dir, s), mmap_mode="r", allow_pickle=False)
+               for s in meta["lengths"]}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, unreadable or not ours: tokenise again
+    if any(len(ids[s]) != n for s, n in meta["lengths"].items()):
+        return None
+    return Corpus(cached, ids["train"], ids["valid"], ids.get("test"), meta["name"], source,
+                  meta["notes"], meta["unknown"], meta["files"], cached=True)  # fmt: skip
 
 
-def _write(path: Path, corpus: Corpus, given_vocab: bool) -> None:
+def _write(run_dir: Path, corpus: Corpus, given_vocab: bool) -> None:
     from lstm_lm.checkpoint import write_atomic  # checkpoint imports this module
 
+    splits = {s: getattr(corpus, s) for s in SPLITS if getattr(corpus, s) is not None}
     meta = {
         "version": VERSION,
         "source": corpus.source.to_json(),
         "vocab": corpus.vocab.to_json(),
         "given_vocab": given_vocab,
         "files": corpus.files,
+        "lengths": {s: len(ids) for s, ids in splits.items()},
         "name": corpus.name,
         "notes": corpus.notes,
         "unknown": corpus.unknown,
     }
-    splits = {"train": corpus.train, "valid": corpus.valid}
-    if corpus.test is not None:
-        splits["test"] = corpus.test
-    try:  # streamed to the file: a gigabyte of ids is not held twice
-        write_atomic(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **splits))
-    except LMError:
+    try:
+        (run_dir / CACHE).unlink(missing_ok=True)  # no JSON describing half-written ids
+        for s, ids in splits.items():  # streamed to the file: a gigabyte is not held twice
+            write_atomic(split_path(run_dir, s), lambda f, ids=ids: np.save(f, ids))
+        write_atomic(run_dir / CACHE, json.dumps(meta).encode())
+        (run_dir / OLD_CACHE).unlink(missing_ok=True)
+    except (LMError, OSError):
         pass  # a cache that cannot be written costs time later, nothing else

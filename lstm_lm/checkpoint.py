@@ -51,15 +51,17 @@ class Checkpoint:
         return self.meta["train_state"]
 
     def load_corpus(self, log: Log | None = None, progress: Progress | None = None,
-                    run_dir: str | Path | None = None, keep: bool = True) -> Corpus:  # fmt: skip
+                    run_dir: str | Path | None = None, keep: bool = True,
+                    verify: bool = False) -> Corpus:  # fmt: skip
         """The data the model was trained on, loaded again (from the run directory's cache
         of token ids where it still matches); an LMError if its vocabulary is no longer the
         model's (the files changed). A model fine-tuned from another (`--init-from`) encodes
-        its data with its own vocabulary, as it did when it trained."""
+        its data with its own vocabulary, as it did when it trained. `verify`: hash the files
+        against the cache even where their sizes and times match (cache.load_corpus)."""
         source = DataSource.from_json(self.meta["data"])
         if self.train_state.get("init_from"):
-            return cache.load_corpus(source, run_dir, log, progress, self.vocab, keep)
-        corpus = cache.load_corpus(source, run_dir, log, progress, keep=keep)
+            return cache.load_corpus(source, run_dir, log, progress, self.vocab, keep, verify)
+        corpus = cache.load_corpus(source, run_dir, log, progress, keep=keep, verify=verify)
         if corpus.vocab != self.vocab:
             raise LMError(
                 f"the vocabulary of the data ({len(corpus.vocab)} types) does not match the "

@@ -216,6 +216,8 @@ def launch(procs: int | None, hosts: str | None = None, hostfile: Path | None = 
     sys.exit(parallel.run_mpiexec(parallel.mpiexec_command(procs, argv, names, hostfile)))
 
 
+VERIFY_HELP = ("Check the data files against the run's token cache by their SHA-256, not only by "
+               "their sizes and modification times.")  # fmt: skip
 CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run directory, "
              "which means its best.npz (or last.npz where there is none).")  # fmt: skip
 
@@ -517,12 +519,13 @@ def plan(opts: dict, out: Path | None, resume: Path | None, init_from: Path | No
 
 
 def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
-          init_from: Path | None = None, extend_vocab: bool = False) -> Run:  # fmt: skip
+          init_from: Path | None = None, extend_vocab: bool = False,
+          verify: bool = False) -> Run:  # fmt: skip
     """The run to train: resumed, fine-tuned from a model, or new from the options (data
     fetched and loaded)."""
     with FetchView(con.log) as fetch:
         if resume is not None:
-            run = resume_run(resume, resume_changes(opts), out, **fetch.hooks)
+            run = resume_run(resume, resume_changes(opts), out, **fetch.hooks, verify=verify)
             st = run.resume.train_state
             con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
         elif init_from is not None:
@@ -597,11 +600,12 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 @click.option(
     "--dry-run", is_flag=True, help="Print every setting and where it comes from, then exit."
 )
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
 @library_errors
-def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, hosts, hostfile,
-          stall_timeout, **opts):  # fmt: skip
+def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json, procs, hosts,
+          hostfile, stall_timeout, **opts):  # fmt: skip
     """Train a language model (PTB word level by default). The defaults shown are the small
     preset's, the one used without --preset (char with --level char)."""
     con = Consoles(quiet)
@@ -613,7 +617,7 @@ def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, 
         return
     world = launch(procs, hosts, hostfile)
     world.watch(stall_timeout)
-    run = world.together(lambda: start(con, opts, out, resume, init_from, extend_vocab),
+    run = world.together(lambda: start(con, opts, out, resume, init_from, extend_vocab, verify),
                          main_first=True)  # fmt: skip
     run.group = world
     if run.resume is not None and run.stop_reason():
@@ -671,15 +675,16 @@ def train(out, resume, init_from, extend_vocab, dry_run, quiet, as_json, procs, 
     is_flag=True,
     help='Print {"split", "tokens", "nll", "ppl", "bpc"}.',
 )
+@click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @options("procs", "hosts", "hostfile")
 @library_errors
-def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs, hosts, hostfile):
+def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, procs, hosts, hostfile):
     """Perplexity (and bits per character) of a checkpoint on a split or a file."""
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
     world = launch(procs, hosts, hostfile)
     c, ids, name, batch_size = world.together(
-        lambda: eval_data(con, ckpt, split, text_file, batch_size), main_first=True
+        lambda: eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
     )
     nll, n = evaluate(c.model, ids, batch_size, group=world)
     bpc = bits_per_char(nll / n, c.vocab.level)
@@ -691,7 +696,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, procs, hosts, hostfile
 
 
 def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | None,
-              batch_size: int | None):  # fmt: skip
+              batch_size: int | None, verify: bool = False):  # fmt: skip
     """The checkpoint, the token ids to evaluate on, their name and the batch size."""
     c = open_checkpoint(con, ckpt)
     if text_file is not None:
@@ -702,7 +707,7 @@ def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | No
         path = checkpoint.resolve_path(ckpt)
         run_dir = path.parent if (path.parent / METRICS).exists() else None  # its token ids
         with FetchView(con.log) as fetch:
-            corpus = c.load_corpus(**fetch.hooks, run_dir=run_dir)
+            corpus = c.load_corpus(**fetch.hooks, run_dir=run_dir, verify=verify)
         if split is None and corpus.test is None:
             con.log.print("the run's data has no test split: evaluating on valid")
         name = split or ("test" if corpus.test is not None else "valid")

@@ -153,7 +153,7 @@ class Corpus:
     source: DataSource
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
     unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
-    files: list[dict] = field(default_factory=list)  # path, size, sha256 of each (not stdin)
+    files: list[dict] = field(default_factory=list)  # path, size, mtime_ns, sha256 (not stdin)
     cached: bool = False  # read from a run directory's cache of token ids
     seconds: float = 0.0  # to load it
 
@@ -338,7 +338,7 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
     test_ids = ids[2] if test is not None else None
     unknown = dict(sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0])))  # most first
     files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,
-              "sha256": t.text.sha256} for t in texts]  # fmt: skip
+              "mtime_ns": t.text.mtime_ns, "sha256": t.text.sha256} for t in texts]  # fmt: skip
     files = files if all(t.text.path != STDIN for t in texts) else []
     return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes, unknown, files)
 

@@ -44,10 +44,12 @@ def id_dtype(vocab_size: int) -> np.dtype:
 @dataclass
 class Text:
     """A UTF-8 text file, or standard input (read once and kept), as line-aligned pieces that
-    together are the text with a final line break. `size`: bytes; `sha256` once read whole."""
+    together are the text with a final line break. `size`: bytes; `mtime_ns`: its
+    modification time when opened; `sha256` once read whole."""
 
     path: str
     size: int = 0
+    mtime_ns: int = 0
     sha256: str | None = None
     _stdin: str | None = field(default=None, repr=False)
 
@@ -62,7 +64,8 @@ class Text:
             raise LMError(f"{p}: no such file; check the path")
         if p.is_dir():
             raise LMError(f"{p}: is a directory, expected a text file")
-        self.size = p.stat().st_size
+        st = p.stat()
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
 
     @property
     def name(self) -> str:

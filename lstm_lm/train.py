@@ -654,11 +654,13 @@ def resume_run(
     *,
     log: Log | None = None,
     progress: Progress | None = None,
+    verify: bool = False,
 ) -> Run:
     """Continue a run with its own configuration and data, from a checkpoint file or from a
     run directory's newest checkpoint (after a crash best.npz can be ahead of last.npz).
     `changes` may set only the RESUMABLE fields. With `out` another directory, the run's
-    best.npz is carried over, so that directory holds the whole run."""
+    best.npz is carried over, so that directory holds the whole run. `verify`: hash the data
+    files against the run's token cache even where their sizes and times match."""
     changes = changes or {}
     fixed = sorted(set(changes) - set(RESUMABLE))
     if fixed:
@@ -669,7 +671,7 @@ def resume_run(
         raise LMError(f"{path}: an exported model holds no training state; resume from the "
                       "run's last.npz or best.npz")  # fmt: skip
     tc = dataclasses.replace(ckpt.train_config, **changes)
-    corpus = ckpt.load_corpus(log, progress, run_dir=path.parent, keep=False)
+    corpus = ckpt.load_corpus(log, progress, run_dir=path.parent, keep=False, verify=verify)
     out = Path(out) if out is not None else path.parent
     if out.resolve() != path.parent.resolve():
         if (out / LAST).exists() or (out / BEST).exists():

@@ -92,7 +92,7 @@ def test_the_run_keeps_its_token_ids_and_resume_and_eval_use_them(tmp_path, monk
             "--batch-size", 4, "--bptt", 10, "--max-steps", 5, "--quiet"]  # fmt: skip
     r = CliRunner().invoke(main, ["train", *map(str, args), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert (out / "tokens.npz").exists()
+    assert (out / "tokens.json").exists() and (out / "tokens.train.npy").exists()
 
     def no_tokenising(*a, **k):
         raise AssertionError("tokenised again")
@@ -127,4 +127,44 @@ def test_valid_tokens_limits_validation_not_eval(tmp_path):
     r = CliRunner().invoke(main, ["eval", str(out), "--json"])
     assert r.exit_code == 0 and '"tokens": 989' in r.stdout  # eval takes the whole split
     r = CliRunner().invoke(main, ["train", "--resume", str(out), "--max-steps", "6"])
-    assert r.exit_code == 0 and "token ids from tokens.npz in" in r.stderr
+    assert r.exit_code == 0 and "token ids from the run's cache in" in r.stderr
+
+
+def test_the_cache_is_memory_mapped_and_checked_by_size_and_time(tmp_path, monkeypatch):
+    """A second load maps the ids (nothing read yet) and hashes no file whose size and time
+    are unchanged; a file touched but the same is hashed and still matches; --verify hashes
+    every file; a cache cut short (no JSON) is rebuilt."""
+    import os
+
+    from lstm_lm import cache
+
+    text = tmp_path / "t.txt"
+    text.write_text("some text of mine\nand more of it\n" * 300)
+    source = DataSource("char", train=str(text))
+    first = cache.load_corpus(source, tmp_path)
+    hashed = []
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda p: hashed.append(p) or real(p))
+    again = cache.load_corpus(source, tmp_path)
+    assert again.cached and isinstance(again.train, np.memmap) and hashed == []
+    assert np.array_equal(again.train, first.train) and again.train.dtype == np.uint8
+    assert np.array_equal(again.valid, first.valid) and again.vocab == first.vocab
+    st = text.stat()
+    os.utime(text, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, the same bytes
+    assert cache.load_corpus(source, tmp_path).cached and len(hashed) == 1
+    assert cache.load_corpus(source, tmp_path, verify=True).cached and len(hashed) == 2
+    (tmp_path / "tokens.json").unlink()
+    assert not cache.load_corpus(source, tmp_path).cached  # tokenised and cached again
+    assert cache.load_corpus(source, tmp_path).cached
+
+
+def test_train_and_eval_take_verify(tmp_path):
+    (tmp_path / "t.txt").write_text("some text of mine\nand more of it\n" * 300)
+    out = tmp_path / "run"
+    args = ["--level", "char", "--train", tmp_path / "t.txt", "--layers", 1, "--hidden", 8,
+            "--batch-size", 4, "--bptt", 10, "--max-steps", 3, "--quiet"]  # fmt: skip
+    assert CliRunner().invoke(main, ["train", *map(str, args), "--out", str(out)]).exit_code == 0
+    r = CliRunner().invoke(main, ["train", "--resume", str(out), "--max-steps", "4", "--verify"])
+    assert r.exit_code == 0 and "token ids from the run's cache" in r.stderr, r.output
+    r = CliRunner().invoke(main, ["eval", str(out), "--verify", "--json"])
+    assert r.exit_code == 0, r.output
