@@ -139,3 +139,16 @@ def tiny_run(tmp_path_factory, markov_corpus):
     r = CliRunner().invoke(main, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output
     return out
+
+
+@pytest.fixture(scope="session")
+def words(tmp_path_factory):
+    """train/valid/test of Zipf-distributed words over 300 types, 20 words a line."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("words")
+    p = 1 / np.arange(1, 301)
+    for name, n in (("train", 30_000), ("valid", 3_000), ("test", 3_000)):
+        ids = rng.choice(300, n, p=p / p.sum())
+        lines = [" ".join(f"w{i}" for i in ids[s : s + 20]) for s in range(0, n, 20)]
+        (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return d

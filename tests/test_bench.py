@@ -65,3 +65,26 @@ def test_timing_the_parts_leaves_the_step_unchanged():
     (off, n_off), (on, n_on) = runs
     assert n_off == 0 and n_on == 10  # the profile's parts and "sum over ranks"
     assert all(np.array_equal(off.params[k], on.params[k]) for k in off.params)
+
+
+def test_zipf_tokens_follow_one_over_rank():
+    """bench --zipf: p(id) ~ 1 / (id + 1), so id 0 is drawn twice as often as id 1 and about
+    ten times as often as id 9; uniform tokens cover the vocabulary evenly."""
+    from lstm_lm.bench import tokens
+
+    ids = tokens(np.random.default_rng(0), 1000, (400_000,), zipf=True)
+    counts = np.bincount(ids, minlength=1000)
+    assert ids.min() >= 0 and ids.max() <= 999
+    assert counts[0] / counts[1] == pytest.approx(2, rel=0.03)
+    assert counts[0] / counts[9] == pytest.approx(10, rel=0.05)
+    assert counts[0] / len(ids) == pytest.approx(1 / np.sum(1 / np.arange(1, 1001)), rel=0.02)
+    uniform = np.bincount(tokens(np.random.default_rng(0), 10, (100_000,), zipf=False))
+    assert uniform.min() > 9_500
+
+
+def test_the_profile_counts_an_adaptive_softmaxs_output_work():
+    config = ModelConfig(vocab_size=3000, hidden=16, layers=1, softmax="adaptive", cutoffs=(100,))
+    p = profile(config, TrainConfig(batch_size=4, bptt=5), warmup=1, repeats=2, zipf=True)
+    out = next(x for x in p["parts"] if x["part"] == "output GEMMs")
+    full = 3 * 2 * 20 * 16 * 3000 / 1e9  # what the full softmax's three products would be
+    assert 0 < out["gflop"] < full

@@ -38,19 +38,6 @@ def lm(*args, procs=1, timeout=60):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def words(tmp_path_factory):
-    """train/valid/test of Zipf-distributed words over 300 types, 20 words a line."""
-    rng = np.random.default_rng(0)
-    d = tmp_path_factory.mktemp("words")
-    p = 1 / np.arange(1, 301)
-    for name, n in (("train", 30_000), ("valid", 3_000), ("test", 3_000)):
-        ids = rng.choice(300, n, p=p / p.sum())
-        lines = [" ".join(f"w{i}" for i in ids[s : s + 20]) for s in range(0, n, 20)]
-        (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
-    return d
-
-
 def arrays(path):
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files if k != "meta"}
