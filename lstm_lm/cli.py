@@ -48,6 +48,7 @@ from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
 from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
+from lstm_lm.malloc import keep_freed_memory
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
@@ -374,6 +375,7 @@ def presets_epilog() -> str:
 @click.version_option(__version__, prog_name="lstm-lm")
 def main():
     """lstm-lm: a from-scratch NumPy LSTM language model (word and character level, PTB)."""
+    keep_freed_memory()  # each window's arrays reuse the last one's pages (lstm_lm.malloc)
     try:  # under mpiexec: rank 0 alone prints, and every rank runs the same command
         world = parallel.world()
         world.tell_launcher()
