@@ -53,20 +53,10 @@ from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
 from lstm_lm.plot import save as save_figure
+from lstm_lm.runs import STRUCTURE, Run, default_out, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
-from lstm_lm.train import (
-    METRICS,
-    STRUCTURE,
-    Run,
-    default_out,
-    evaluate,
-    fmt_bytes,
-    init_run,
-    new_run,
-    resume_run,
-    validation_batch,
-)
+from lstm_lm.train import METRICS, evaluate, fmt_bytes, validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,

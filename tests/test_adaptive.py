@@ -24,7 +24,7 @@ from lstm_lm.config import ModelConfig, resolve
 from lstm_lm.data import DataSource
 from lstm_lm.gradcheck import TOLERANCE, check_gradients, max_relative_error
 from lstm_lm.model import LanguageModel
-from lstm_lm.train import extend_vocabulary, init_run
+from lstm_lm.runs import extend_vocabulary, init_run
 
 
 def invoke(*args):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from lstm_lm import checkpoint
 from lstm_lm.cli import main
 from lstm_lm.data import DataSource
-from lstm_lm.train import init_run
+from lstm_lm.runs import init_run
 
 SMALL = ["--layers", "1", "--hidden", "32", "--batch-size", "16", "--bptt", "20", "--quiet"]
 

@@ -278,3 +278,14 @@ def test_a_checkpoint_of_lstm_lm_0_1_0_loads(tiny_run, tmp_path):
     np.savez(tmp_path / "old.npz", **arrays)
     old, new = checkpoint.load(tmp_path / "old.npz"), checkpoint.load(tiny_run / "last.npz")
     assert old.train_config == new.train_config and old.vocab.level == "word"
+
+
+def test_run_preparation_is_still_importable_from_train():
+    """new_run and resume_run moved to lstm_lm.runs; callers of lstm_lm.train keep working."""
+    import lstm_lm.runs
+    import lstm_lm.train
+    from lstm_lm.train import resume_run
+
+    assert new_run is lstm_lm.runs.new_run and resume_run is lstm_lm.runs.resume_run
+    with pytest.raises(AttributeError):
+        lstm_lm.train.no_such_name  # noqa: B018
