@@ -13,6 +13,8 @@ from lstm_lm.cells import (
     layer_backward,
     layer_forward,
     layer_init,
+    lstm_forward,
+    swap_last,
     transposed,
 )
 from lstm_lm.cli import main
@@ -165,3 +167,34 @@ def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
     WT = transposed(W)
     assert WT.flags.c_contiguous and WT.dtype == W.dtype
     np.testing.assert_array_equal(WT, W.T)
+
+
+# (3, 32, 2048) float32 has rows 8 KiB apart, the padded way; (2, 1024, 5) float64 columns 8 KiB
+# apart on the way back; the others the straight copy.
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [((3, 32, 2048), np.float32), ((2, 1024, 5), np.float64), ((4, 20, 800), np.float32),
+     ((1, 1, 3), np.float64)],
+)  # fmt: skip
+def test_swap_last_is_a_contiguous_copy_of_the_swap(shape, dtype):
+    a = np.random.default_rng(0).normal(size=shape).astype(dtype)
+    b = swap_last(a)
+    assert b.flags.c_contiguous and b.dtype == a.dtype
+    np.testing.assert_array_equal(b, a.transpose(0, 2, 1))
+    np.testing.assert_array_equal(swap_last(b), a)
+
+
+def test_lstm_cache_is_batch_major_over_feature_major_storage():
+    """viz reads the cache as (T, B, .); the backward takes the feature-major arrays under it."""
+    rng = np.random.default_rng(0)
+    T, B, H = 3, 2, 4
+    hs, (hT, cT), cache = lstm_forward(
+        rng.normal(size=(T, B, 4 * H)), (rng.normal(size=(B, H)), rng.normal(size=(B, H))),
+        rng.normal(size=(H, 4 * H)),
+    )  # fmt: skip
+    assert cache.h.shape == cache.c.shape == (T + 1, B, H) and cache.act.shape == (T, B, 4 * H)
+    assert cache.act.transpose(0, 2, 1).flags.c_contiguous
+    np.testing.assert_array_equal(hs, cache.h[1:])
+    np.testing.assert_array_equal(hT, cache.h[T])
+    np.testing.assert_array_equal(cT, cache.c[T])
+    np.testing.assert_array_equal(cache.tanh_c, np.tanh(cache.c[1:]))
