@@ -1,5 +1,5 @@
 #!/bin/sh
-# The scaling model's check (README, Speed): `lstm-lm bench --preset small` on P = 2 processes
+# The scaling model's check (docs/parallel.md): `lstm-lm bench --preset small` on P = 2 processes
 # of this machine, then across two test hosts made of network namespaces (their own host
 # names, a veth link limited to 1 Gb/s by tbf, addresses from 192.0.2.0/24 inside the
 # namespaces only), MPI held to TCP. Needs root, iproute2 and the mpi extra; run from the

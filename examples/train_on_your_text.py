@@ -6,7 +6,7 @@ callback that prints each evaluation, then prime with a seed and sample.
 
     python examples/train_on_your_text.py [FILE] [--minutes 1.5] [--seed-text "The "]
 
-Without FILE it trains on this project's README.md.
+Without FILE it trains on this project's docs/training.md.
 """
 
 import argparse
@@ -25,7 +25,7 @@ from lstm_lm.train import fit
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "file", nargs="?", default=str(Path(__file__).resolve().parents[1] / "README.md")
+        "file", nargs="?", default=str(Path(__file__).resolve().parents[1] / "docs" / "training.md")
     )
     ap.add_argument("--minutes", type=float, default=1.5, help="training budget")
     ap.add_argument("--hidden", type=int, default=128)

@@ -361,7 +361,37 @@ def presets_epilog() -> str:
     return "\n".join(lines)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# `lstm-lm --help` lists the commands in the order a newcomer needs them, one line each.
+COMMANDS = {
+    "train": "Train a model on PTB (word or char level) or your own text.",
+    "sample": "Prime a trained model with text, then generate.",
+    "eval": "Perplexity (and bits per character) on a split or a text file.",
+    "info": "A checkpoint's configuration, progress and learning curve.",
+    "download": "Fetch the Penn TreeBank and verify its checksums.",
+    "score": "Log-probability of each line of a file, as a sentence.",
+    "plot": "Learning curves of one or several runs (PNG or SVG).",
+    "viz": "What the network computes on a text, as one offline HTML page.",
+    "export": "Write a checkpoint's parameters as .safetensors.",
+    "bench": "Training and evaluation tokens/s of a configuration.",
+    "gradcheck": "Check the hand-written backward against numerical gradients.",
+}
+
+
+class NewcomerOrder(click.Group):
+    """A click group that lists its commands as COMMANDS orders and words them."""
+
+    def list_commands(self, ctx):
+        return sorted(self.commands, key=lambda name: list(COMMANDS).index(name))
+
+    def add_command(self, cmd, name=None):
+        cmd.short_help = COMMANDS[name or cmd.name]
+        super().add_command(cmd, name)
+
+
+@click.group(
+    cls=NewcomerOrder,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="lstm-lm")
 def main():
     """lstm-lm: a from-scratch NumPy LSTM language model (word and character level, PTB)."""
