@@ -161,7 +161,7 @@ def test_token_rows_gradient_sums_each_tokens_positions(vocab):
     np.testing.assert_allclose(drows, dense[rows], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(1, 4), (5, 20), (64, 256), (130, 520)])
+@pytest.mark.parametrize("shape", [(1, 4), (5, 20), (64, 256), (130, 520), (20, 1024), (9, 2048)])
 def test_transposed_is_a_contiguous_copy_of_the_transpose(shape):
     W = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     WT = transposed(W)
