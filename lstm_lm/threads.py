@@ -1,16 +1,15 @@
 """How the model uses the CPU's cores, kept apart from the maths.
 
-Three decisions live here: the time loop's per-step products (B x H by H x G) are mostly too
-small for threaded BLAS, so they run on one BLAS thread (not the large ones, nor those whose
-weights outgrow a core's cache); the softmax rows, whose float32 `exp` releases the GIL, are
-spread over a small thread pool while the BLAS threads are idle; and while other processes
-keep the cores busy, evaluation and sampling run on one thread, and so do training steps
-where that keeps their bits. There, idle BLAS threads spinning
-for their next task take the core from the thread doing the work: `eval` at batch 1 of a
-2 x 200 model beside one busy process took 12.8 s with two threads, 6.6 s with one (5.2 s on
-a quiet machine). Training changes the thread count only where the bits stay the same, since
-OpenBLAS rounds some products differently on one thread and on two, and a resumed run must
-repeat an uninterrupted one (`same_bits` checks, once per shape).
+Three decisions live here: the time loop's per-step products (G x H by H x B) run on one BLAS
+thread where they are too small for threads to gain (not those whose weights outgrow a core's
+cache); the softmax rows, whose float32 `exp` releases the GIL, are spread over a small thread
+pool while the BLAS threads are idle; and while other processes keep the cores busy, evaluation
+and sampling run on one thread, and so do training steps where that keeps their bits. There,
+idle BLAS threads spinning for their next task take the core from the thread doing the work:
+`eval` at batch 1 of a 2 x 200 model beside one busy process took 12.8 s with two threads, 6.6
+s with one (5.2 s on a quiet machine). Training changes the thread count only where the bits
+stay the same, since OpenBLAS rounds some products differently on one thread and on two, and a
+resumed run must repeat an uninterrupted one (`same_bits` checks, once per shape).
 """
 
 from __future__ import annotations
@@ -26,10 +25,12 @@ from threadpoolctl import ThreadpoolController
 from lstm_lm.losses import softmax_cross_entropy_
 from lstm_lm.parallel import cores_per_rank
 
-# Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread:
-# threaded BLAS gains nothing on them, and when another process keeps the cores busy its
-# threads spin on each other (measured: 80x slower steps for a 1 x 128 model) ...
-SERIAL_BLAS_MACS = 8_000_000
+# Per-step GEMMs of the time loop smaller than this (multiply-adds) run on one BLAS thread,
+# where a second gains nothing; from about here it does (feature-major products, 2 cores of an
+# AMD EPYC, quiet: 0.8M multiply-adds 17 us on one thread and on two, 1.3M 40 vs 27 us,
+# `small`'s (800, 200) x (200, 20) 89 vs 55 us; the same bits). On a busy machine
+# Threads.evaluation and training_step put everything on one thread ...
+SERIAL_BLAS_MACS = 1_000_000
 # ... unless their weights are larger than this: each step then streams the weights from
 # memory, and two cores' caches hold twice as much of them (batch 1, 1 x 512: the step's
 # (1, 512) x (512, 2,048) product 143 us on one thread, 45 us on two; 1 x 650: 232 vs 88 us).

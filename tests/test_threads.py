@@ -100,8 +100,10 @@ def test_evaluation_runs_on_one_thread_when_the_machine_is_busy():
 def test_time_loop_threads_only_large_products_or_large_weights():
     threads = Threads()
     quiet = blas_threads()
+    with threads.time_loop(macs_per_step=20 * 64 * 256, weight_bytes=4 * 64 * 256):
+        assert blas_threads() == 1  # tiny: one thread
     with threads.time_loop(macs_per_step=20 * 200 * 800, weight_bytes=4 * 200 * 800):
-        assert blas_threads() == 1  # small: one thread
+        assert blas_threads() == quiet  # the small preset's: two threads are faster
     with threads.time_loop(macs_per_step=1 * 512 * 2048, weight_bytes=4 * 512 * 2048):
         assert blas_threads() == quiet  # batch 1, but 4 MB of weights streamed every step
     with threads.time_loop(macs_per_step=32 * 512 * 2048, weight_bytes=4 * 512 * 2048):
