@@ -197,6 +197,31 @@ def test_threaded_softmax_is_identical():
     np.testing.assert_allclose(nll, -np.log(p[np.arange(37), targets]), rtol=1e-5)
 
 
+def test_evaluation_nll_shifts_only_the_rows_that_need_it():
+    """Without dscale (evaluation) a row's log-sum-exp is taken unshifted unless its max is
+    far from 0: the NLL equals the float64 log-softmax for ordinary rows, rows that would
+    overflow, rows that would underflow to nothing, and over the threads' chunks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (70, 300))
+    logits[5] += 500.0  # exp overflows float32 unshifted
+    logits[6] -= 500.0  # every term underflows unshifted
+    logits[7, 3] = 61.0  # just beyond the no-shift range
+    logits[8, 3] = 59.0  # just within it: terms up to e^59
+    targets = rng.integers(0, 300, 70)
+    shifted = logits - logits.max(1, keepdims=True)
+    want = np.log(np.exp(shifted).sum(1)) - shifted[np.arange(70), targets]
+    x = logits.astype(np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        nll = softmax_cross_entropy_(x.copy(), targets, None)
+        with ThreadPoolExecutor(2) as pool:
+            nll_threaded = softmax_cross_entropy_(x.copy(), targets, None, pool, chunks=2)
+    assert nll.dtype == np.float64 and np.isfinite(nll).all()
+    np.testing.assert_allclose(nll, want, rtol=1e-5, atol=1e-4)
+    assert (nll == nll_threaded).all()
+
+
 def test_the_gradient_into_the_top_layer_summed_by_blocks_of_words():
     """dtop sums dlogits Wy^T over VOCAB_CHUNK words at a time: the product, to float32
     rounding, for vocabularies of one block and of several, the last one partial."""
