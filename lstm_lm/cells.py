@@ -34,15 +34,15 @@ def sigmoid_(a: np.ndarray) -> np.ndarray:
 CACHE_SET_STRIDE = 4096
 
 
-def transposed(W: np.ndarray) -> np.ndarray:
+def transposed(W: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """W.T as a C-contiguous copy, (G, H) from (H, G). A time loop that multiplies by W.T at
     every step (the LSTM's forward, the other cells' backward) is 20-25% faster with a
     contiguous matrix than with a transposed view (measured: (32, 2,048) x (2,048, 512) 411 vs
     509 us). Copied by blocks of rows, as one strided copy of a 512-row matrix is 2.6x slower:
     of 64 rows, or of 8 where rows sit a multiple of CACHE_SET_STRIDE apart, whose blocks of 64
     share one cache set (AMD EPYC, float32: (512, 2,048) 3.2 ms by 64 rows, 0.9 ms by 8;
-    (650, 2,600) 1.4 ms by 64, 3.8 by 8)."""
-    out = np.empty(W.shape[::-1], W.dtype)
+    (650, 2,600) 1.4 ms by 64, 3.8 by 8). Into `out` (G, H), a view, where given."""
+    out = np.empty(W.shape[::-1], W.dtype) if out is None else out
     rows = 8 if (W.shape[1] * W.itemsize) % CACHE_SET_STRIDE == 0 else 64
     for r in range(0, W.shape[0], rows):
         out[:, r : r + rows] = W[r : r + rows].T
@@ -161,19 +161,64 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
     """
     T, B, G = xproj.shape
     H = G // 4
-    dt = xproj.dtype
     # the copy pays for itself over a window's steps, not in a single step (sampling)
     WhT = transposed(Wh) if T > 1 else Wh.T  # (4H, H)
-    h = np.empty((T + 1, H, B), dt)
-    c = np.empty_like(h)
+    h = np.empty((T + 1, H, B), xproj.dtype)
     act = swap_last(xproj)  # (T, 4H, B): each step's product is added in place
+    return _lstm_steps(WhT, h, act, state0, Wh, add=True)
+
+
+# Layer 0 can take its tokens inside each step's product, [Wh; Wx; b].T (4H, H + V + 1) @
+# [h; one-hot; 1] (H + V + 1, B): no (T, B, 4H) gather of token rows and no transposed copy
+# of it, for a product larger by (V + 1) / H. Worth it where V is small beside H: the char
+# model (V 50, H 512), a window's forward pass 43 -> 35 ms (2 cores of an AMD EPYC, quiet).
+TOKENS_IN_STEP_MAX = 1 / 8  # (V + 1) / H at most
+
+
+def lstm_forward_tokens(
+    tokens: np.ndarray,
+    Wx: np.ndarray,
+    b: np.ndarray,
+    state0: tuple[np.ndarray, np.ndarray],
+    Wh: np.ndarray,
+):
+    """`lstm_forward(embed_forward(tokens, Wx, b), state0, Wh)` with the token rows taken
+    inside each step's product (the same results to float rounding, the same cache).
+
+    tokens: (T, B) int ids; Wx: (V, 4H) the x rows of W; b: (4H,); state0: (h0, c0), each
+    (B, H); Wh: (H, 4H).
+    """
+    T, B = tokens.shape
+    (H, G), V, dt = Wh.shape, Wx.shape[0], Wh.dtype
+    K = H + V + 1
+    WT = np.empty((G, K), dt)  # [Wh; Wx; b].T
+    transposed(Wh, out=WT[:, :H])
+    WT[:, H : H + V] = Wx.T
+    WT[:, -1] = b
+    hx = np.empty((T + 1, K, B), dt)  # step t's [h_t; one-hot of tokens[t]; 1]
+    hx[:, H:] = 0
+    hx[:, -1] = 1
+    hx[np.arange(T)[:, None], H + tokens, np.arange(B)] = 1
+    return _lstm_steps(WT, hx, np.empty((T, G, B), dt), state0, Wh, add=False)
+
+
+def _lstm_steps(WT, hx, act, state0, Wh, add: bool):
+    """The time loop of both: step t's pre-activations are WT @ hx[t], added to act[t] (the
+    input projection already there) or written into it; hx[t, :H] is h_t, (H, B)."""
+    T, G, B = act.shape
+    H, dt = G // 4, act.dtype
+    h = hx[:, :H]  # (T+1, H, B)
+    c = np.empty((T + 1, H, B), dt)
     tanh_c = np.empty((T, H, B), dt)
     hW, ig = np.empty((G, B), dt), np.empty((H, B), dt)
     h[0], c[0] = state0[0].T, state0[1].T
     for t in range(T):
         a = act[t]
-        np.matmul(WhT, h[t], out=hW)
-        a += hW
+        if add:
+            np.matmul(WT, hx[t], out=hW)
+            a += hW
+        else:
+            np.matmul(WT, hx[t], out=a)
         sigmoid_(a[: 3 * H])
         np.tanh(a[3 * H :], out=a[3 * H :])
         f, i, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
@@ -443,10 +488,11 @@ class Cell(NamedTuple):
     n_state: int  # arrays in the recurrent state (h, c for the LSTM)
     forward: object
     backward: object
+    forward_tokens: object = None  # forward from token ids, the tokens inside each step
 
 
 CELL_TYPES = {
-    "lstm": Cell(("f", "i", "o", "c"), 2, lstm_forward, lstm_backward),
+    "lstm": Cell(("f", "i", "o", "c"), 2, lstm_forward, lstm_backward, lstm_forward_tokens),
     "gru": Cell(("z", "r", "n"), 1, gru_forward, gru_backward),
     "rnn": Cell(("h",), 1, rnn_forward, rnn_backward),
     "janet": Cell(("f", "c"), 1, janet_forward, janet_backward),

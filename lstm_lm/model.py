@@ -26,7 +26,14 @@ import numpy as np
 from lstm_lm import LMError, dropout
 from lstm_lm.activation_reg import ar_tar_backward, ar_tar_forward
 from lstm_lm.adaptive import AdaptiveSoftmax
-from lstm_lm.cells import CELL_TYPES, embed_backward, embed_forward, linear_backward, linear_forward
+from lstm_lm.cells import (
+    CELL_TYPES,
+    TOKENS_IN_STEP_MAX,
+    embed_backward,
+    embed_forward,
+    linear_backward,
+    linear_forward,
+)
 from lstm_lm.config import ModelConfig
 from lstm_lm.dropout import Masks, weight_drop_backward, weight_drop_forward
 from lstm_lm.parallel import Group
@@ -111,6 +118,14 @@ class LanguageModel:
             at += p.size
         dense = at - self.params["l0.W"].size + grads["l0.W"][: self.config.hidden].size
         return {k: grads[k] for k in self.params}, flat[:dense]
+
+    def _tokens_in_step(self, tokens: np.ndarray, mask) -> bool:
+        """Whether layer 0 takes its tokens inside each step's product (cells.
+        lstm_forward_tokens): a cell that can, a vocabulary small beside the hidden size, a
+        window (a single step, sampling, gathers one row), no dropout on the token rows."""
+        c = self.config
+        return (self.cell.forward_tokens is not None and mask is None and len(tokens) > 1
+                and c.vocab_size + 1 <= TOKENS_IN_STEP_MAX * c.hidden)  # fmt: skip
 
     def _time_loop(self, B: int):
         H, G = self.config.hidden, len(self.cell.gates) * self.config.hidden
@@ -204,16 +219,20 @@ class LanguageModel:
         for k in range(self.config.layers):
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
             with phase("input projections"):
+                Wh, dropped = weight_drop_forward(W[:H], masks.recurrent[k])
                 if k == 0:
-                    inp = None
-                    xproj = embed_forward(tokens, W[H:], b, masks.token_rows(tokens))
+                    inp, m = None, masks.token_rows(tokens)
+                    in_step = self._tokens_in_step(tokens, m)
+                    xproj = None if in_step else embed_forward(tokens, W[H:], b, m)
                 else:
                     m = masks.layers[k - 1]
                     inp = hs if m is None else hs * m
                     xproj = linear_forward(inp, W[H:], b)
-                Wh, dropped = weight_drop_forward(W[:H], masks.recurrent[k])
             with phase("time loop, forward"), self._time_loop(tokens.shape[1]):
-                hs, stateT, cache = self.cell.forward(xproj, state[k], Wh)
+                if xproj is None:
+                    hs, stateT, cache = self.cell.forward_tokens(tokens, W[H:], b, state[k], Wh)
+                else:
+                    hs, stateT, cache = self.cell.forward(xproj, state[k], Wh)
             final.append(tuple(s.copy() for s in stateT))
             caches.append((inp, cache, dropped))
         return hs, final, caches

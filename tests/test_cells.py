@@ -198,3 +198,27 @@ def test_lstm_cache_is_batch_major_over_feature_major_storage():
     np.testing.assert_array_equal(hT, cache.h[T])
     np.testing.assert_array_equal(cT, cache.c[T])
     np.testing.assert_array_equal(cache.tanh_c, np.tanh(cache.c[1:]))
+
+
+@pytest.mark.parametrize("T", [1, 7])
+def test_lstm_forward_tokens_is_the_gather_then_the_loop(T):
+    """The tokens inside each step's product: the outputs, the final state and the cache of
+    the row gather then the loop, to float64 rounding, and the backward the same from it."""
+    from lstm_lm.cells import embed_forward, lstm_backward, lstm_forward, lstm_forward_tokens
+
+    rng = np.random.default_rng(0)
+    V, H, B = 5, 8, 3
+    Wx, Wh = rng.normal(size=(V, 4 * H)), rng.normal(size=(H, 4 * H))
+    b = rng.normal(size=4 * H)
+    tokens = rng.integers(0, V, (T, B))
+    state0 = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+    want = lstm_forward(embed_forward(tokens, Wx, b), state0, Wh)
+    got = lstm_forward_tokens(tokens, Wx, b, state0, Wh)
+    for w, g in zip([want[0], *want[1], *want[2][:4]], [got[0], *got[1], *got[2][:4]]):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    dhs = rng.normal(size=(T, B, H))
+    for w, g in zip(
+        lstm_backward(dhs, (None, None), want[2]), lstm_backward(dhs, (None, None), got[2])
+    ):
+        for wa, ga in zip(w if isinstance(w, tuple) else [w], g if isinstance(g, tuple) else [g]):
+            np.testing.assert_allclose(ga, wa, rtol=1e-10, atol=1e-12)

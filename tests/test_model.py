@@ -50,6 +50,17 @@ def test_gradient_check_of_the_2016_17_regularisers(options, cell):
     assert max(errors.values()) < TOLERANCE, errors
 
 
+@pytest.mark.parametrize("options", [dict(), dict(dropout=0.3, weight_drop=0.4, variational=True)])
+def test_gradient_check_with_the_tokens_inside_each_step(options):
+    """A vocabulary small beside the hidden size (char level) takes layer 0's tokens inside
+    each step's product (cells.lstm_forward_tokens); its gradients check as the others."""
+    config = ModelConfig(vocab_size=3, hidden=32, layers=2, **options)
+    m = LanguageModel.init(config, np.random.default_rng(0), "float64")
+    assert m._tokens_in_step(np.zeros((5, 2), int), None)
+    errors = check_gradients(config, batch_size=2, bptt=5, seed=5)
+    assert max(errors.values()) < TOLERANCE, errors
+
+
 def test_gradient_check_catches_a_weight_drop_backward_left_out(monkeypatch):
     import lstm_lm.model
 

@@ -162,11 +162,17 @@ def test_training_on_a_busy_machine_repeats_the_quiet_run_bit_for_bit():
         model.threads.other_load = lambda load=load: load
         step_keeps = step_keeps_bits(model, 4, 5)  # checked before the spy goes in
 
-        def forward(*args, forward=model.cell.forward, threads=model.threads):
-            threads_seen.append((blas_threads(), threads._serial))
-            return forward(*args)
+        def spy(forward, threads=model.threads):
+            def spied(*args):
+                threads_seen.append((blas_threads(), threads._serial))
+                return forward(*args)
 
-        model.cell = model.cell._replace(forward=forward)
+            return spied
+
+        cell = model.cell  # a char-sized layer 0 takes its tokens inside each step
+        model.cell = cell._replace(
+            forward=spy(cell.forward), forward_tokens=spy(cell.forward_tokens)
+        )
         opt, state = Adam(model.params), model.init_state(4)
         x, y = rng.integers(0, 50, (4, 5)), rng.integers(0, 50, (4, 5))
         for _ in range(3):
