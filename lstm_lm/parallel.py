@@ -43,6 +43,10 @@ LOCAL_SIZE_ENV = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WOR
 INSTALL = "pip install 'lstm-lm[mpi]' (in a checkout: pip install '.[mpi]')"
 STALL_TIMEOUT = 300.0  # seconds a rank waits for the others in a collective before it gives up
 LOST_GRACE = 5.0  # seconds a rank whose exchange failed leaves mpiexec to end the job (see _lost)
+# An abort reaches mpiexec by another way than the aborting rank's stderr, and mpiexec ends
+# the job without passing on output still on its way: a rank's error line written just
+# before its abort was lost in a third of the runs of a stalled job with both cores busy.
+LINE_GRACE = 0.5  # seconds between a rank's error line and its abort
 
 
 def _env_int(names: tuple[str, ...]) -> int:
@@ -328,6 +332,7 @@ class Group:
         line = f"Error: rank {self.rank} on {socket.gethostname()}: {message}\n"
         os.write(self._error_fd if self._error_fd is not None else 2, line.encode())
         threading.Timer(5.0, os._exit, (code,)).start()
+        time.sleep(LINE_GRACE)
         self.comm.Abort(code)
 
 
