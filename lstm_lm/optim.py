@@ -57,11 +57,14 @@ class SGD:
     def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
         self.t += 1
         for k, g, r in _live(grads, rows):
-            p = params[k]
             if r is None:
-                p -= np.multiply(g, p.dtype.type(lr), out=self.scratch(p))
+                self._descend(params[k], g, lr)
             else:
-                p[r] -= g * p.dtype.type(lr)
+                params[k][r] -= g * g.dtype.type(lr)
+
+    def _descend(self, p: np.ndarray, g: np.ndarray, lr: float) -> None:
+        """p -= lr * g, whole."""
+        p -= np.multiply(g, p.dtype.type(lr), out=self.scratch(p))
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t)}
@@ -100,27 +103,29 @@ class ASGD(SGD):
         self.avg, self.since, self.n = {k: p.copy() for k, p in self.params.items()}, {}, 1
 
     def step(self, params, grads, lr: float, rows: Rows | None = None) -> None:
-        rows = rows or {}
-        if self.avg is not None:
-            for k in self.since:  # the rows about to change: their mean up to this iterate
-                self._catch_up(k, rows.get(k, slice(None)))
-        super().step(params, grads, lr, rows)
         if self.avg is None:
-            return
-        self.n += 1
-        w = 1 / self.n
+            return super().step(params, grads, lr, rows)
+        self.t += 1
+        rows, n = rows or {}, self.n + 1  # n: iterates in the mean after this step
         for k, p in params.items():
-            a, r = self.avg[k], rows.get(k)
-            if r is None and k not in self.since:
+            g, a, r, one = grads[k], self.avg[k], rows.get(k), p.dtype.type
+            if r is None and k not in self.since:  # the step, then the mean
+                self._descend(p, g, lr)
                 u = np.subtract(p, a, out=self.scratch(p))
-                u *= p.dtype.type(w)
+                u *= one(1 / n)
                 a += u
                 continue
-            if k not in self.since:  # until now averaged whole: every row is up to date
-                self.since[k] = np.full(len(p), self.n - 1, np.int64)
             r = slice(None) if r is None else r
-            a[r] += (p[r] - a[r]) * p.dtype.type(w)
-            self.since[k][r] = self.n
+            P, A = p[r], a[r]  # the rows about to change, gathered once
+            if k in self.since:  # their mean brought up to the present iterate
+                A += (P - A) * self._missed(k, r)
+            else:  # until now averaged whole: every row is up to date
+                self.since[k] = np.full(len(p), self.n, np.int64)
+            P -= g[r] * one(lr)
+            A += (P - A) * one(1 / n)
+            p[r], a[r] = P, A
+            self.since[k][r] = n
+        self.n = n
 
     def _missed(self, k: str, r=slice(None)) -> np.ndarray:
         """(rows, 1, ...): the share of the n iterates that rows r of avg[k] have not taken
@@ -128,12 +133,6 @@ class ASGD(SGD):
         p = self.params[k]
         w = ((self.n - self.since[k][r]) / self.n).astype(p.dtype)
         return w.reshape(-1, *(1,) * (p.ndim - 1))
-
-    def _catch_up(self, k: str, r) -> None:
-        """Rows r of avg[k] up to the present."""
-        a, p = self.avg[k], self.params[k]
-        a[r] += (p[r] - a[r]) * self._missed(k, r)
-        self.since[k][r] = self.n
 
     def _mean(self, k: str) -> np.ndarray:
         """The average of key k's iterates so far (avg[k] with its lazy rows completed)."""
