@@ -404,7 +404,13 @@ MARK, MARK_ENV = "lstm-lm-rank", "LSTM_LM_MARK_RANKS"  # see Group.tell_launcher
 # died abort at once with an error stack, before mpiexec can say which rank died; without
 # them the survivors wait until mpiexec ends them. An 11 MB Allreduce of two ranks takes
 # 5-6 ms instead of 3-4 (AMD EPYC, 2026-12-02): about 1% of a `laptop` step.
-LAUNCH_ENV = {"MPIR_CVAR_CH4_CMA_ENABLE": "0"}
+# Between hosts, libfabric (ofi) rather than MPICH's default UCX: over UCX a rank whose peer
+# was killed mid-Allreduce sometimes dies of a segmentation fault in the library (5 of 114
+# runs of the test, beside a busy process), and mpiexec may then name that rank as the one
+# that died; over libfabric's TCP it waits to be ended (0 of 120), at the same speed (two
+# hosts at 1 Gb/s, `small`: 2,875-2,949 training tokens/s against 2,808-2,846; Xeon,
+# 2026-12-07).
+LAUNCH_ENV = {"MPIR_CVAR_CH4_CMA_ENABLE": "0", "MPIR_CVAR_CH4_NETMOD": "ofi"}
 
 
 def run_mpiexec(command: list[str]) -> int:

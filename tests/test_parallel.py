@@ -582,7 +582,7 @@ def test_a_host_that_dies_ends_the_job(words, tmp_path, hosts):
     assert err.splitlines()[-1] == (
         f"Error: rank 1 on {hosts.b} died (signal 9: killed, or its host went down); mpiexec "
         "ended the other processes (a training run resumes from its last save)"
-    )
+    ), err + stdout
     assert sum(line.startswith("Error") for line in err.splitlines()) == 1
     assert "=====" not in stdout + err and "[proxy:" not in err  # mpiexec's own report
     step = read_meta(out / "last.npz")["train_state"]["step"]
