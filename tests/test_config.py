@@ -42,3 +42,11 @@ def test_word_level_with_the_char_preset():
 def test_bad_settings_are_refused_before_any_data_loads(preset, overrides, message):
     with pytest.raises(LMError, match=message):
         resolve(preset, overrides)
+
+
+def test_medium_vd_is_the_recorded_runs_command():
+    # examples/results/medium-vd was trained as `--preset laptop` with these options; the
+    # preset must stay that run, setting for setting.
+    recorded = resolve("laptop", dict(hidden=650, epochs=40, dropout=0.5, input_dropout=0.4,
+                                      weight_drop=0.3, asgd_after=30))  # fmt: skip
+    assert resolve("medium-vd").values() == recorded.values()
