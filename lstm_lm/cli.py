@@ -624,7 +624,13 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 )
 @click.option("--verify", is_flag=True, help=VERIFY_HELP)
 @click.option("--quiet", is_flag=True, help="Print only errors and the final line.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per evaluation on stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per evaluation on stdout "
+    '(with --dry-run, one of the settings: {"settings", "from"}).',
+)
 @library_errors
 def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json, procs, hosts,
           hostfile, stall_timeout, **opts):  # fmt: skip
@@ -635,7 +641,11 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
     if extend_vocab and init_from is None:
         raise click.UsageError("--extend-vocab goes with --init-from")
     if dry_run:
-        con.out.print(settings_table(*plan(opts, out, resume, init_from)))
+        values, origins = plan(opts, out, resume, init_from)
+        if as_json:
+            con.out.print(json.dumps({"settings": values, "from": origins}, default=str))
+        else:
+            con.out.print(settings_table(values, origins))
         return
     world = launch(procs, hosts, hostfile)
     world.watch(stall_timeout)

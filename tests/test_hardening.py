@@ -176,6 +176,12 @@ def test_dry_run_shows_every_value_and_its_origin_and_writes_nothing(markov_corp
     assert rows["word-dropout"] == ["0.0", "default"] and rows["asgd"] == ["False", "default"]
     assert rows["asgd-after"] == ["None", "default"]
     assert rows["ar"] == ["2.0", "option"] and rows["tar"] == ["0.0", "default"]
+    r = CliRunner().invoke(main, list(map(str, args + ["--json"])))
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)  # for scripts: the table's values and origins, on stdout alone
+    assert set(shown) == {"settings", "from"} and len(shown["settings"]) == len(rows)
+    assert {k.replace("_", "-"): [str(v), shown["from"][k]]
+            for k, v in shown["settings"].items()} == rows  # fmt: skip
     assert not out.exists()
 
 
