@@ -10,6 +10,9 @@ read-out, or for a model trained with --softmax adaptive nn.AdaptiveLogSoftmaxWi
 head.weight/bias are lstm-lm's head.W/b, its tail.{i}.0.weight tail.{i}.P, its
 tail.{i}.1.weight/bias tail.{i}.W/b (weights transposed; lstm-lm's tails have a bias, so
 their second Linear gets one), and its targets are the words' frequency ranks (`order`).
+A model trained with --tied is PyTorch's `word_language_model --tied`: an nn.Embedding
+holding E (V, H), nn.LSTM whose layer 0 takes it through its input weight, and a read-out
+whose weight is the embedding's (`decoder.weight = encoder.weight`).
 It prints the perplexity of the run's test split (or of --text FILE) computed as
 `lstm-lm eval --batch-size 1 --json` computes it: one stream, every target counted. Needs torch and
 safetensors, which lstm-lm itself never depends on; run it in a separate venv.
@@ -37,20 +40,26 @@ def load(path: str):
     def blocks(k, rows):  # lstm-lm's W{g} (H + D, H), rows [h; x] -> nn.LSTM's (4H, D)
         return torch.cat([W[f"l{k}.W{g}"][rows].T for g in TORCH_GATES])
 
-    embedding = torch.nn.Embedding(V, 4 * H)
-    lstm = torch.nn.LSTM(4 * H, H, num_layers=L)
+    tied = config.get("tied", False)
+    embedding = torch.nn.Embedding(V, H if tied else 4 * H)
+    lstm = torch.nn.LSTM(H if tied else 4 * H, H, num_layers=L)
     readout = adaptive(W, config) if config.get("softmax") == "adaptive" else Readout(H, V)
     with torch.no_grad():
-        embedding.weight.copy_(blocks(0, slice(H, None)).T)  # (V, 4H): each token's gate inputs
+        if tied:
+            embedding.weight.copy_(W["E"])
+            readout.linear.weight = embedding.weight  # decoder.weight = encoder.weight
+        else:  # (V, 4H): each token's gate inputs
+            embedding.weight.copy_(blocks(0, slice(H, None)).T)
         for k in range(L):
             getattr(lstm, f"weight_hh_l{k}").copy_(blocks(k, slice(None, H)))
             getattr(lstm, f"weight_ih_l{k}").copy_(
-                torch.eye(4 * H) if k == 0 else blocks(k, slice(H, None))
+                torch.eye(4 * H) if k == 0 and not tied else blocks(k, slice(H, None))
             )
             getattr(lstm, f"bias_ih_l{k}").copy_(torch.cat([W[f"l{k}.b{g}"] for g in TORCH_GATES]))
             getattr(lstm, f"bias_hh_l{k}").zero_()
         if isinstance(readout, Readout):
-            readout.linear.weight.copy_(W["Wy"].T)
+            if not tied:
+                readout.linear.weight.copy_(W["Wy"].T)
             readout.linear.bias.copy_(W["by"])
     return embedding, lstm, readout, vocab, meta
 

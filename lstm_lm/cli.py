@@ -254,6 +254,9 @@ OPTIONS = {
                     "cutoff by training frequency form the head, each next range a tail cluster "
                     f"(default: {','.join(map(str, DEFAULT_CUTOFFS))}, those below the vocabulary "
                     "size)."),
+    "tied": dict(flag=True, help="Tie the input and output embeddings: the token enters "
+                 "through E (V, H), whose transpose is the output layer's weight (Inan et al. "
+                 "2017)."),
     "init_scale": dict(type=Positive, help="Weights uniform in +-this."),
     "forget_bias": dict(type=float, help="Initial forget-gate bias."),
     "chrono": dict(type=click.IntRange(min=3),
@@ -308,6 +311,7 @@ MODEL = (
     "tar",
     "softmax",
     "cutoffs",
+    "tied",
     "init_scale",
     "forget_bias",
     "chrono",
@@ -994,6 +998,7 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     "tar",
     "softmax",
     "cutoffs",
+    "tied",
     "seed",
     cell="lstm",
     layers=2,
@@ -1007,6 +1012,7 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
     ar=0.0,
     tar=0.0,
     softmax="full",
+    tied=False,
     seed=0,
 )
 @click.option("--vocab", "vocab_size", type=click.IntRange(min=2), default=11, show_default=True)
@@ -1015,7 +1021,7 @@ def gradcheck(bptt, seed, vocab_size, **model):
     """Check the hand-written backward against numerical gradients (float64), the dropout
     masks (and weight drop's) fixed; with --ar/--tar, of the loss with the penalties; with
     --softmax adaptive, of its head and tails (default cutoffs: a third and two thirds of
-    --vocab)."""
+    --vocab); with --tied, of the embedding E, the sum of its input and output sides."""
     con = Consoles()
     if model["softmax"] == "adaptive" and model["cutoffs"] is None:
         model["cutoffs"] = tuple(sorted({max(1, vocab_size // 3), max(1, 2 * vocab_size // 3)}))

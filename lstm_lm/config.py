@@ -35,6 +35,7 @@ class ModelConfig:
     tar: float = 0.0  # beta of temporal activation regularisation (they use 1)
     softmax: str = "full"  # the output layer; "adaptive": Grave et al. 2017 (lstm_lm.adaptive)
     cutoffs: tuple[int, ...] | None = None  # its clusters' bounds by frequency rank (None: default)
+    tied: bool = False  # the token enters through E (V, H), the output layer's weight (Inan 2017)
 
     def __post_init__(self):
         if self.cutoffs is not None:  # a list when read from JSON
@@ -61,11 +62,27 @@ class ModelConfig:
             self.chrono == 0 or (self.chrono >= 3 and self.cell == "janet"),
             "--chrono needs --cell janet and a value of at least 3",
         )
+        _check(
+            not (self.tied and self.softmax == "adaptive"),
+            "--tied shares the full softmax's weight with the input; it does not go with "
+            "--softmax adaptive",
+        )
 
     @property
     def gate_columns(self) -> int:
         """G: the columns of every layer's W, gates x H."""
         return len(CELL_TYPES[self.cell].gates) * self.hidden
+
+    @property
+    def input_width(self) -> int:
+        """D_0: the width of layer 0's input, the one-hot token (V) or its embedding (H)."""
+        return self.hidden if self.tied else self.vocab_size
+
+    @property
+    def token_columns(self) -> int:
+        """The width of what input dropout masks at each position: the token's row of layer
+        0's W (G), or with --tied the token's embedding (H)."""
+        return self.hidden if self.tied else self.gate_columns
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,11 @@ PRESETS: dict[str, dict] = {
                       lr_decay=1.0, asgd=True, asgd_after=30, clip=5.0, init_scale=0.05,
                       dropout=0.5, input_dropout=0.4, variational=True, weight_drop=0.3, ar=2.0,
                       tar=1.0, token_lr_scale=10.0),
+    # `medium-vd` with tied input and output embeddings (Inan et al. 2017: 2 x 650, test 73.9).
+    "medium-tied": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=40, lr=1.0,
+                        lr_decay=1.0, asgd=True, asgd_after=30, clip=5.0, init_scale=0.05,
+                        dropout=0.5, input_dropout=0.4, variational=True, weight_drop=0.3,
+                        ar=2.0, tar=1.0, tied=True),
     # Character-level PTB (50 symbols), sized for an hour on two CPU cores: at a fixed budget,
     # windows of B 32 x T 50 (twice the updates of 32 x 100 per token) learn faster; 8 epochs
     # at lr 3e-3, then halving, with dropout 0.2 before the softmax (without it 8 epochs ended
@@ -267,6 +289,9 @@ _ONLY_FOR = (
     ("token_lr_scale", lambda m: m.get("optimizer", "sgd") == "sgd" or m["token_lr_scale"] == 1,
      "--token-lr-scale multiplies the SGD learning rate; it does not go with --optimizer "
      "{optimizer}"),
+    ("token_lr_scale", lambda m: not m.get("tied", False) or m["token_lr_scale"] == 1,
+     "--token-lr-scale multiplies the learning rate of the one-hot token rows; with --tied "
+     "there are none (the embedding E is also the output layer)"),
     ("asgd", lambda m: m.get("optimizer", "sgd") == "sgd" or not m["asgd"],
      "--asgd averages the iterates of SGD; it does not go with --optimizer {optimizer}"),
     ("asgd_after", lambda m: m.get("asgd", False),

@@ -7,7 +7,8 @@ Every mask is inverted (kept entries scaled by 1 / (1 - p)), so evaluation needs
 - `dropout`: the input of every layer above the first and of the softmax (Zaremba et al.
   2014), (T, B, H) each;
 - `input_dropout`: the token's rows W[H + token] of layer 0, what an embedding would feed the
-  gates (the one-hot input itself has nothing to drop), (T, B, G);
+  gates (the one-hot input itself has nothing to drop), (T, B, G); with --tied, the token's
+  embedding E[token], (T, B, H);
 - `variational`: both of those drawn once per window and stream, (1, B, ...), and shared by
   its T steps (Gal & Ghahramani 2016, "locked dropout");
 - `word_dropout`: a token type dropped for the whole window, (V,): all its occurrences lose
@@ -24,7 +25,7 @@ import numpy as np
 
 
 class Masks(NamedTuple):
-    tokens: np.ndarray | None  # (T or 1, B, G): layer 0's token rows (input dropout)
+    tokens: np.ndarray | None  # (T or 1, B, G or H if tied): layer 0's token input (input dropout)
     layers: list  # L masks (T or 1, B, H) or None: the input of layers 1 .. L-1, then the softmax
     words: np.ndarray | None  # (V,): per token type (word dropout)
     recurrent: list  # L masks (H, G) or None: each layer's W[:H] (weight drop)
@@ -61,7 +62,7 @@ def drawn(config, T: int, B: int, rng: np.random.Generator, dtype) -> Masks:
         keep = dtype.type(1 / (1 - p))
         return (rng.random(shape, dtype=dtype) >= p) * keep if p > 0 else None
 
-    tokens = mask(config.input_dropout, (steps, B, G))
+    tokens = mask(config.input_dropout, (steps, B, config.token_columns))
     layers = [mask(config.dropout, (steps, B, H)) for _ in range(L)]
     words = mask(config.word_dropout, (V,))
     recurrent = [mask(config.weight_drop, (H, G)) for _ in range(L)]

@@ -7,7 +7,8 @@ on a sample of entries (a larger step than the two-point formula needs, so float
 round-off in L stays far below the tolerance), and reports the
 largest relative error |a - n| / max(|a| + |n|, floor) per array. Large arrays are sampled;
 for the token rows of layer 0, rows of tokens in the window and rows of absent tokens
-(whose gradient must be exactly zero) are both included.
+(whose gradient must be exactly zero) are both included, and so for a tied embedding E
+(whose absent rows have the output side's gradient alone).
 """
 
 from __future__ import annotations
@@ -82,17 +83,20 @@ def check_gradients(
     analytic = {k: v.copy() for k, v in named_views(config, r.grads).items()}
     dstate = {f"state.l{k}.{j}": d.copy() for k, s in enumerate(r.dstate0) for j, d in enumerate(s)}
     H = config.hidden
-    present, absent = np.unique(x) + H, np.setdiff1d(np.arange(V), x) + H
+    present, absent = np.unique(x), np.setdiff1d(np.arange(V), x)
+    absent = absent if len(absent) else present
 
     errors = {}
     for name, array in model.named_arrays().items():
-        if name.startswith("l0.W"):  # token rows: some present in the window, some absent
+        if name.startswith("l0.W") and not config.tied:  # one-hot token rows W[H + token]
             idx = (
                 entries(array.shape, rng, samples, np.arange(H))
-                + entries(array.shape, rng, samples, present)
-                + entries(
-                    array.shape, rng, max(1, samples // 3), absent if len(absent) else present
-                )
+                + entries(array.shape, rng, samples, H + present)
+                + entries(array.shape, rng, max(1, samples // 3), H + absent)
+            )
+        elif name == "E":  # rows of tokens in the window (input and output side), others
+            idx = entries(array.shape, rng, samples, present) + entries(
+                array.shape, rng, max(1, samples // 3), absent
             )
         else:
             idx = entries(array.shape, rng, samples)

@@ -39,12 +39,18 @@ from lstm_lm.dropout import Masks, weight_drop_backward, weight_drop_forward
 from lstm_lm.parallel import Group
 from lstm_lm.softmax import FullSoftmax
 from lstm_lm.threads import Threads
+from lstm_lm.tied import TiedSoftmax, embedding_backward, embedding_forward
 from lstm_lm.timing import Phases
 
 State = list[tuple[np.ndarray, ...]]  # per layer: (h, c) for the LSTM, (h,) for others; (B, H)
 
 # The output layers by --softmax: each offers loss / nll / logits over the top layer's output.
 OUTPUT_LAYERS = {"full": FullSoftmax, "adaptive": AdaptiveSoftmax}
+
+
+def output_layer(config: ModelConfig):
+    """The output layer's class: by --softmax, or with --tied the full softmax over E."""
+    return TiedSoftmax if config.tied else OUTPUT_LAYERS[config.softmax]
 
 
 class Result(NamedTuple):
@@ -66,7 +72,7 @@ def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str,
         for j, g in enumerate(gates):
             out[f"l{k}.W{g}"] = W[:, j * H : (j + 1) * H]
             out[f"l{k}.b{g}"] = b[j * H : (j + 1) * H]
-    out.update({k: packed[k] for k in OUTPUT_LAYERS[config.softmax].shapes(config)})
+    out.update({k: packed[k] for k in output_layer(config).shapes(config)})
     return out
 
 
@@ -80,9 +86,9 @@ def memory_estimate(config: ModelConfig, batch_size: int, bptt: int, optimizer: 
     H, V, L = config.hidden, config.vocab_size, config.layers
     G = len(CELL_TYPES[config.cell].gates) * H
     N = batch_size * bptt
-    output, buffers = OUTPUT_LAYERS[config.softmax].memory(config, N)
-    params = sum((H + (V if k == 0 else H) + 1) * G for k in range(L)) + output
-    largest = max((H + V) * G, H * V)
+    output, buffers = output_layer(config).memory(config, N)
+    params = sum((H + (config.input_width if k == 0 else H) + 1) * G for k in range(L)) + output
+    largest = max((H + config.input_width) * G, H * V)
     copies = 2 + {"adam": 2, "adagrad": 1}.get(optimizer, 0) + 2 * asgd
     per_layer = N * (4 * G + 6 * H)  # xproj, gate activations, their gradients, masks; h, c, ...
     return np.dtype(dtype).itemsize * (copies * params + largest + L * per_layer + 2 * buffers)
@@ -100,7 +106,7 @@ class LanguageModel:
         self.params = params
         self.dtype = params["l0.W"].dtype
         self.threads = threads or Threads()
-        self.output = OUTPUT_LAYERS[config.softmax](config, self.threads, order)
+        self.output = output_layer(config)(config, self.threads, order)
         self.phases = Phases(on=False)  # `lstm-lm bench --profile` turns it on
         self.grads, self.dense_grads = self._gradient_buffers()  # reused by every step
         self._token_rows = np.arange(0)  # token rows of grads["l0.W"] left non-zero last call
@@ -108,7 +114,8 @@ class LanguageModel:
     def _gradient_buffers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The gradients as views into one flat buffer, l0.W last, and the start of that
         buffer up to the end of l0.W's first H rows: every dense gradient in one contiguous
-        array (what ranks sum in one message); the token rows of l0.W follow it."""
+        array (what ranks sum in one message); the one-hot token rows of l0.W follow it
+        (with --tied there are none: every gradient is dense)."""
         keys = [k for k in self.params if k != "l0.W"] + ["l0.W"]
         flat = np.zeros(sum(self.params[k].size for k in keys), self.dtype)
         grads, at = {}, 0
@@ -116,8 +123,9 @@ class LanguageModel:
             p = self.params[k]
             grads[k] = flat[at : at + p.size].reshape(p.shape)
             at += p.size
-        dense = at - self.params["l0.W"].size + grads["l0.W"][: self.config.hidden].size
-        return {k: grads[k] for k in self.params}, flat[:dense]
+        if not self.config.tied:
+            at += grads["l0.W"][: self.config.hidden].size - self.params["l0.W"].size
+        return {k: grads[k] for k in self.params}, flat[:at]
 
     def _tokens_in_step(self, tokens: np.ndarray, mask) -> bool:
         """Whether layer 0 takes its tokens inside each step's product (cells.
@@ -125,6 +133,7 @@ class LanguageModel:
         window (a single step, sampling, gathers one row), no dropout on the token rows."""
         c = self.config
         return (self.cell.forward_tokens is not None and mask is None and len(tokens) > 1
+                and not c.tied
                 and c.vocab_size + 1 <= TOKENS_IN_STEP_MAX * c.hidden)  # fmt: skip
 
     def _time_loop(self, B: int):
@@ -137,18 +146,14 @@ class LanguageModel:
              order: np.ndarray | None = None) -> LanguageModel:  # fmt: skip
         """Weights uniform in +-init_scale, biases zero, the forget bias set."""
         dtype = np.dtype(dtype)
-        H, V, G = (
-            config.hidden,
-            config.vocab_size,
-            len(CELL_TYPES[config.cell].gates) * config.hidden,
-        )
+        H, G = config.hidden, config.gate_columns
         s = config.init_scale
         params = {}
         for k in range(config.layers):
-            D = V if k == 0 else H
+            D = config.input_width if k == 0 else H
             params[f"l{k}.W"] = rng.uniform(-s, s, (H + D, G)).astype(dtype)
             params[f"l{k}.b"] = np.zeros(G, dtype)
-        params.update(OUTPUT_LAYERS[config.softmax].init(config, rng, dtype))
+        params.update(output_layer(config).init(config, rng, dtype))
         model = cls(config, params, order=order)
         if "f" in model.cell.gates:
             named = model.named_arrays()
@@ -175,8 +180,8 @@ class LanguageModel:
     ) -> LanguageModel:
         """Build from contract-named arrays (as in a checkpoint, `saved_arrays`), checking
         every shape."""
-        cell, H, V = CELL_TYPES[config.cell], config.hidden, config.vocab_size
-        output = OUTPUT_LAYERS[config.softmax]
+        cell, H = CELL_TYPES[config.cell], config.hidden
+        output = output_layer(config)
         dtype = np.dtype(dtype or arrays.get(f"l0.W{cell.gates[0]}", np.zeros(0)).dtype)
 
         def get(name, shape):
@@ -188,7 +193,7 @@ class LanguageModel:
 
         params = {}
         for k in range(config.layers):
-            D = V if k == 0 else H
+            D = config.input_width if k == 0 else H
             params[f"l{k}.W"] = np.concatenate(
                 [get(f"l{k}.W{g}", (H + D, H)) for g in cell.gates], axis=1
             )
@@ -215,12 +220,16 @@ class LanguageModel:
         """tokens (T, B) -> the top layer's output (T, B, H) (before the softmax's dropout),
         final state, caches."""
         H, phase = self.config.hidden, self.phases
-        caches, final, hs = [], [], None
+        caches, final, hs, embedded = [], [], None, None
         for k in range(self.config.layers):
             W, b = self.params[f"l{k}.W"], self.params[f"l{k}.b"]
             with phase("input projections"):
                 Wh, dropped = weight_drop_forward(W[:H], masks.recurrent[k])
-                if k == 0:
+                if k == 0 and self.config.tied:
+                    inp, embedded = embedding_forward(self.params["E"], tokens,
+                                                      masks.token_rows(tokens))  # fmt: skip
+                    xproj = linear_forward(inp, W[H:], b)
+                elif k == 0:
                     inp, m = None, masks.token_rows(tokens)
                     in_step = self._tokens_in_step(tokens, m)
                     xproj = None if in_step else embed_forward(tokens, W[H:], b, m)
@@ -234,7 +243,7 @@ class LanguageModel:
                 else:
                     hs, stateT, cache = self.cell.forward(xproj, state[k], Wh)
             final.append(tuple(s.copy() for s in stateT))
-            caches.append((inp, cache, dropped))
+            caches.append((inp, cache, dropped, embedded if k == 0 else None))
         return hs, final, caches
 
     def loss_and_grads(
@@ -280,7 +289,7 @@ class LanguageModel:
 
         dstate0 = [None] * self.config.layers
         for k in reversed(range(self.config.layers)):
-            inp, cache, dropped = caches[k]
+            inp, cache, dropped, embedded = caches[k]
             W, dW = self.params[f"l{k}.W"], g[f"l{k}.W"]
             with phase("time loop, backward"), self._time_loop(B):
                 dxproj, dWh, dstate0[k] = self.cell.backward(
@@ -288,7 +297,12 @@ class LanguageModel:
                 )
             dW[:H] = weight_drop_backward(dWh, dropped)
             np.sum(dxproj, axis=(0, 1), out=g[f"l{k}.b"])
-            if k == 0:
+            if k == 0 and self.config.tied:
+                with phase("token rows"):
+                    de, dW[H:] = linear_backward(dxproj, inp, W[H:])
+                    rows, drows = embedding_backward(de, embedded)
+                    g["E"][rows] += drows  # the input side, after the output side's whole dE
+            elif k == 0:
                 with phase("token rows"):
                     m = masks.token_rows(tokens)
                     rows, drows = embed_backward(dxproj if m is None else dxproj * m, tokens)
@@ -300,6 +314,8 @@ class LanguageModel:
                     dinp, dW[H:] = linear_backward(dxproj, inp, W[H:])
                     m = masks.layers[k - 1]
                     dhs = dinp if m is None else dinp * m
+        if self.config.tied:  # every gradient dense
+            return Result(float(nll.mean()), penalty, g, final, dstate0, {}, rows[:0])
         touched = np.concatenate([np.arange(H), H + rows])
         return Result(float(nll.mean()), penalty, g, final, dstate0, {"l0.W": touched}, rows)
 
@@ -312,16 +328,18 @@ class LanguageModel:
             return r
         H = self.config.hidden
         group.sum_(self.dense_grads)
+        loss, penalty = group.sum(r.loss, r.penalty)
+        r = r._replace(loss=loss / group.size, penalty=penalty / group.size)
+        if self.config.tied:  # no sparse rows
+            return r
         rows = group.union(r.token_rows)
         dW = self.grads["l0.W"]
         drows = np.zeros((len(rows), dW.shape[1]), self.dtype)  # (U, G)
         drows[np.searchsorted(rows, r.token_rows)] = dW[H + r.token_rows]
         dW[H + rows] = group.sum_(drows)
         self._token_rows = rows
-        loss, penalty = group.sum(r.loss, r.penalty)
         touched = np.concatenate([np.arange(H), H + rows])
-        return r._replace(loss=loss / group.size, penalty=penalty / group.size,
-                          rows={"l0.W": touched}, token_rows=rows)  # fmt: skip
+        return r._replace(rows={"l0.W": touched}, token_rows=rows)
 
     def scale_token_grads_(self, r: Result, factor: float) -> None:
         """Multiply the gradient of the token rows of layer 0 that window `r` used by
@@ -368,7 +386,7 @@ class LanguageModel:
             top, final, caches = self._forward(x.T, state, Masks.none(self.config.layers))
             T, B, H = top.shape
             logits = self.output.logits(self.params, top.reshape(T * B, H))
-            return logits.reshape(T, B, -1), [cache for _, cache, _ in caches], final
+            return logits.reshape(T, B, -1), [cache for _, cache, _, _ in caches], final
 
     def advance(self, x: np.ndarray, state: State) -> State:
         """Run x (B, T) through the recurrent layers only: the state after it."""

@@ -229,11 +229,13 @@ def extend_vocabulary(model: LanguageModel, vocab_size: int, rng: np.random.Gene
     """The model with token rows and output weights for ids V .. vocab_size - 1 added: the
     rows drawn as a new model's are; the output layer's new weights such that the old tokens'
     log-probabilities stay what they were, to the dtype's rounding, until training moves them
-    (an adaptive softmax puts the new tokens in its last cluster)."""
+    (an adaptive softmax puts the new tokens in its last cluster; with --tied, E's new rows
+    are zero, input and output)."""
     c, p = model.config, model.params
     n, s, G, dtype = vocab_size - c.vocab_size, c.init_scale, c.gate_columns, model.dtype
-    W0 = np.concatenate([p["l0.W"], rng.uniform(-s, s, (n, G)).astype(dtype)])
-    output, order = model.output.extended(p, n)
-    params = {**p, "l0.W": W0, **output}
+    output, order = model.output.extended(p, n)  # with --tied: the new words' rows of E too
+    params = {**p, **output}
+    if not c.tied:
+        params["l0.W"] = np.concatenate([p["l0.W"], rng.uniform(-s, s, (n, G)).astype(dtype)])
     config = dataclasses.replace(c, vocab_size=vocab_size)
     return LanguageModel(config, params, order=order)

@@ -59,7 +59,8 @@ def low_bias(W: np.ndarray, b: np.ndarray, n: int, dtype) -> float:
 
 
 class FullSoftmax:
-    """logits = top Wy + by: every position's logits over all V words."""
+    """logits = top Wy + by: every position's logits over all V words. `tied.TiedSoftmax` is
+    the same layer over the token embedding, Wy = E.T."""
 
     extra_arrays: tuple[str, ...] = ()  # what `arrays` gives the checkpoint
 
@@ -86,9 +87,19 @@ class FullSoftmax:
         """Arrays the checkpoint keeps beside the parameters: none."""
         return {}
 
+    @staticmethod
+    def weight(p: dict[str, np.ndarray]) -> np.ndarray:
+        """The output weight (H, V): Wy (a view of another array where it is shared)."""
+        return p["Wy"]
+
+    @staticmethod
+    def weight_grad_(grads: dict[str, np.ndarray], top: np.ndarray, dlogits: np.ndarray) -> None:
+        """Write the output weight's gradient, top.T (H, N) @ dlogits (N, V), into grads."""
+        np.matmul(top.T, dlogits, out=grads["Wy"])
+
     def _logits(self, p: dict[str, np.ndarray], top: np.ndarray) -> np.ndarray:
         """top (N, H) -> top Wy + by (N, V), in a scratch buffer."""
-        Wy = p["Wy"]
+        Wy = self.weight(p)
         logits = np.matmul(top, Wy, out=self._scratch("logits", len(top), Wy.shape[1], Wy.dtype))
         logits += p["by"]
         return logits
@@ -103,8 +114,8 @@ class FullSoftmax:
             dlogits = logits
             np.sum(dlogits, axis=0, out=grads["by"])
         with phase("output GEMMs"):
-            np.matmul(top.T, dlogits, out=grads["Wy"])
-            return nll, dtop(dlogits, p["Wy"])
+            self.weight_grad_(grads, top, dlogits)
+            return nll, dtop(dlogits, self.weight(p))
 
     def nll(self, p, top: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """NLL (N,) float64 of each target given top (N, H)."""

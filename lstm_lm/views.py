@@ -240,7 +240,9 @@ def regularisers(c) -> str:
 
 def output_layer(c) -> str:
     """A model config's output layer, where it is not the full softmax: ", adaptive softmax
-    (cutoffs 2,000, 10,000)"."""
+    (cutoffs 2,000, 10,000)" or ", tied embeddings"."""
+    if c.tied:
+        return ", tied embeddings"
     if c.softmax == "full":
         return ""
     return f", adaptive softmax (cutoffs {', '.join(f'{n:,}' for n in c.cutoffs or ())})"

@@ -69,8 +69,11 @@ def test_load_in_pytorch(markov_chain_run, tmp_path):
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
 
 
-def test_load_in_pytorch_adaptive(markov_corpus, tmp_path):
-    """An adaptive softmax loads into nn.AdaptiveLogSoftmaxWithLoss, eval's perplexity too."""
+@pytest.mark.parametrize("output", [["--softmax", "adaptive", "--cutoffs", "2,4"], ["--tied"]])
+def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output):
+    """An adaptive softmax loads into nn.AdaptiveLogSoftmaxWithLoss, a tied model into
+    PyTorch's word_language_model --tied (decoder.weight = encoder.weight): eval's perplexity
+    too."""
     pytest.importorskip("torch")
     import json
 
@@ -80,7 +83,7 @@ def test_load_in_pytorch_adaptive(markov_corpus, tmp_path):
 
     data, _ = markov_corpus
     opts = "--layers 2 --hidden 16 --batch-size 8 --bptt 10 --max-steps 60 --quiet"
-    args = ["--softmax", "adaptive", "--cutoffs", "2,4", "--out", str(tmp_path / "r")]
+    args = [*output, "--out", str(tmp_path / "r")]
     r = CliRunner().invoke(main, ["train", "--data", str(data), *opts.split(), *args])
     assert r.exit_code == 0, r.output
     f = tmp_path / "m.safetensors"

@@ -76,6 +76,7 @@ def fields(obj):
         ["--optimizer", "sgd", "--input-dropout", "0.2"],
         ["--optimizer", "adam", "--lr", "0.01"],
         ["--softmax", "adaptive", "--cutoffs", "20,100"],  # tails' gradients summed too
+        ["--tied", "--input-dropout", "0.2", "--word-dropout", "0.2"],  # every gradient dense
         [
             "--variational",
             "--input-dropout",
