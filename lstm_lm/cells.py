@@ -173,6 +173,12 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
 # of it, for a product larger by (V + 1) / H. Worth it where V is small beside H: the char
 # model (V 50, H 512), a window's forward pass 43 -> 35 ms (2 cores of an AMD EPYC, quiet).
 TOKENS_IN_STEP_MAX = 1 / 8  # (V + 1) / H at most
+# ... and its inner dimension padded with zeros to a multiple of this: OpenBLAS 0.3.31 sums
+# (2,048, K) x (K, 32) the same way on one thread and on two where K is a multiple of 32
+# (512, 544, 576, ...; not 563: Intel Xeon, SkylakeX kernels), so the char model's training
+# step keeps its bits on one thread, where a busy machine runs it (Threads.training_step).
+# 576 for 563 columns: 2% more multiply-adds.
+TOKENS_IN_STEP_ALIGN = 32
 
 
 def lstm_forward_tokens(
@@ -190,14 +196,13 @@ def lstm_forward_tokens(
     """
     T, B = tokens.shape
     (H, G), V, dt = Wh.shape, Wx.shape[0], Wh.dtype
-    K = H + V + 1
-    WT = np.empty((G, K), dt)  # [Wh; Wx; b].T
+    K = -(-(H + V + 1) // TOKENS_IN_STEP_ALIGN) * TOKENS_IN_STEP_ALIGN
+    WT = np.zeros((G, K), dt)  # [Wh; Wx; b; 0].T
     transposed(Wh, out=WT[:, :H])
     WT[:, H : H + V] = Wx.T
-    WT[:, -1] = b
-    hx = np.empty((T + 1, K, B), dt)  # step t's [h_t; one-hot of tokens[t]; 1]
-    hx[:, H:] = 0
-    hx[:, -1] = 1
+    WT[:, H + V] = b
+    hx = np.zeros((T + 1, K, B), dt)  # step t's [h_t; one-hot of tokens[t]; 1; 0]
+    hx[:, H + V] = 1
     hx[np.arange(T)[:, None], H + tokens, np.arange(B)] = 1
     return _lstm_steps(WT, hx, np.empty((T, G, B), dt), state0, Wh, add=False)
 
