@@ -94,3 +94,24 @@ def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output):
     theirs = json.loads(run("load_in_pytorch.py", f))
     assert theirs["tokens"] == ours["tokens"]
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "args, emb, tied",
+    [
+        (["--level", "char", "--hidden", "64", "--vocab", "50"], 50, False),  # as our one-hot
+        (["--hidden", "64", "--vocab", "500"], 64, False),  # the published word model
+        (["--hidden", "64", "--vocab", "500", "--tied"], 64, True),
+        (["--level", "char", "--hidden", "64", "--vocab", "50", "--emb", "64"], 64, False),
+    ],
+)
+def test_bench_pytorch_measures_the_input_it_says(args, emb, tied):
+    """Where PyTorch is installed: the reference's LSTM reads the width the JSON reports, V at
+    the character level unless told otherwise, and --tied shares the decoder's weight."""
+    pytest.importorskip("torch")
+    import json
+
+    small = ["--layers", "1", "--batch-size", "4", "--bptt", "5", "--repeats", "2"]
+    out = json.loads(run("bench_pytorch.py", *args, *small).strip().splitlines()[-1])
+    assert out["emb"] == emb and out["tied"] is tied
+    assert out["train_tokens_per_s"] > 0 and out["eval_tokens_per_s"] > 0
