@@ -26,6 +26,20 @@ from click.core import ParameterSource
 from rich.table import Table
 
 from lstm_lm import LMError, __version__, checkpoint, parallel
+from lstm_lm.adapt import (
+    CACHE_LAMBDA,
+    CACHE_SIZE,
+    CACHE_THETA,
+    DYNAMIC_BPTT,
+    DYNAMIC_DECAY,
+    DYNAMIC_LR,
+    Cache,
+    Dynamic,
+    evaluate_adapted,
+    load_or_compute_rms,
+    tune_cache,
+    tune_dynamic,
+)
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal, profile
 from lstm_lm.cells import CELL_TYPES
@@ -56,11 +70,12 @@ from lstm_lm.plot import save as save_figure
 from lstm_lm.runs import STRUCTURE, Run, default_out, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_lines, split_lines
-from lstm_lm.train import METRICS, evaluate, fmt_bytes, validation_batch
+from lstm_lm.train import METRICS, fmt_bytes, validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,
     TrainView,
+    WorkProgress,
     bench_table,
     describe,
     eval_table,
@@ -75,6 +90,7 @@ from lstm_lm.views import (
     profile_table,
     score_line,
     settings_table,
+    tune_table,
     warn_unknown,
 )
 from lstm_lm.viz import MAX_TOKENS
@@ -709,26 +725,145 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
     "--json",
     "as_json",
     is_flag=True,
-    help='Print {"split", "tokens", "nll", "ppl", "bpc"}.',
+    help='Print {"split", "tokens", "nll", "ppl", "bpc"} (and "cache", "dynamic": their '
+    "settings, where on).",
 )
 @click.option("--verify", is_flag=True, help=VERIFY_HELP)
+@click.option("--cache", "cache_size", type=Pos, metavar="N", help="Mix in a neural cache of "
+              "the last N (top-layer state, next token) pairs of the text scored so far, each "
+              f"stream its own (Grave et al. 2017; {CACHE_SIZE:,} is usual).")  # fmt: skip
+@click.option("--cache-theta", type=Positive, metavar="THETA", help="The cache's sharpness: "
+              f"p_cache(w) is proportional to the sum of exp(THETA h.h_i) over the pairs whose "
+              f"next token is w (default {CACHE_THETA:g}).")  # fmt: skip
+@click.option("--cache-lambda", type=click.FloatRange(0, 1), metavar="LAMBDA", help="The "
+              f"cache's weight: p = (1 - LAMBDA) p_model + LAMBDA p_cache (default "
+              f"{CACHE_LAMBDA:g}; 0 is plain eval).")  # fmt: skip
+@click.option("--dynamic", is_flag=True, help="Dynamic evaluation (Krause et al. 2018): adapt "
+              "a copy of the weights to the text as it is scored, one segment at a time, in "
+              "one stream; the checkpoint is never changed.")  # fmt: skip
+@click.option("--dynamic-lr", type=click.FloatRange(min=0), metavar="ETA", help="Step size of "
+              f"the adaptation, in units of each weight's gradient RMS on training text "
+              f"(default {DYNAMIC_LR:g}; 0 is plain eval).")  # fmt: skip
+@click.option(
+    "--dynamic-decay",
+    type=click.FloatRange(min=0),
+    metavar="LAMBDA",
+    help=f"Pull towards the trained weights at each segment (default {DYNAMIC_DECAY:g}).",
+)
+@click.option("--dynamic-bptt", type=Pos, metavar="T", help="Tokens a segment: scored, then "
+              f"adapted to (default {DYNAMIC_BPTT}).")  # fmt: skip
+@click.option("--tune", type=click.Choice(["cache", "dynamic"]), help="Evaluate a small grid of "
+              "the cache's (theta, lambda) or dynamic evaluation's (lr, decay) on the valid "
+              "split, print the table and the best settings as a command line.")  # fmt: skip
 @options("procs", "hosts", "hostfile")
 @library_errors
-def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, procs, hosts, hostfile):
-    """Perplexity (and bits per character) of a checkpoint on a split or a file."""
+def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, cache_theta,
+             cache_lambda, dynamic, dynamic_lr, dynamic_decay, dynamic_bptt, tune, procs, hosts,
+             hostfile):  # fmt: skip
+    """Perplexity (and bits per character) of a checkpoint on a split or a file, by the model
+    alone or adapting to the text (--cache, --dynamic)."""
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
+    for name in ("cache_theta", "cache_lambda"):
+        if given(name) and cache_size is None and tune != "cache":
+            raise click.UsageError(f"--{name.replace('_', '-')} sets the cache: give --cache N")
+    for name in ("dynamic_lr", "dynamic_decay", "dynamic_bptt"):
+        if given(name) and not dynamic and tune != "dynamic":
+            raise click.UsageError(f"--{name.replace('_', '-')} goes with --dynamic")
+    if dynamic or tune == "dynamic":
+        refuse_together("dynamic", "procs", "dynamic evaluation reads the text in order, in one "
+                        "stream, on one process")  # fmt: skip
+        if procs and tune == "dynamic":
+            raise click.UsageError("--tune dynamic runs on one process: leave out --procs")
+        if batch_size not in (None, 1):
+            raise click.UsageError("--dynamic adapts one set of weights to the text in order: it "
+                                   "scores one stream (leave out --batch-size)")  # fmt: skip
+        batch_size = 1
+    if tune:
+        if split == "test" or text_file is not None:
+            raise click.UsageError("--tune tunes on the valid split only (the test split stays "
+                                   "unseen): leave out --split test and --file")  # fmt: skip
+        refuse_together("tune", "procs", "tuning runs on one process")
+        split = "valid"
+    cache = dynamic_settings = None
+    if cache_size is not None or tune == "cache":
+        cache = Cache(cache_size or CACHE_SIZE, CACHE_THETA if cache_theta is None else cache_theta,
+                      CACHE_LAMBDA if cache_lambda is None else cache_lambda)  # fmt: skip
+    if dynamic or tune == "dynamic":
+        dynamic_settings = Dynamic(DYNAMIC_LR if dynamic_lr is None else dynamic_lr,
+                                   DYNAMIC_DECAY if dynamic_decay is None else dynamic_decay,
+                                   dynamic_bptt or DYNAMIC_BPTT)  # fmt: skip
     world = launch(procs, hosts, hostfile)
     c, ids, name, batch_size = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
     )
-    nll, n = evaluate(c.model, ids, batch_size, group=world)
+    path = checkpoint.resolve_path(ckpt)
+    rms, statistics = None, None
+    if dynamic_settings is not None:
+        rms, statistics = dynamic_statistics(con, c, path, dynamic_settings.bptt, verify)
+    if tune:
+        tune_and_print(con, c, path, ids, batch_size, tune, cache, dynamic_settings, rms,
+                       as_json)  # fmt: skip
+        return
+    with WorkProgress(con.log, f"scoring {name}") as progress:
+        nll, n = evaluate_adapted(c.model, ids, batch_size, cache, dynamic_settings, rms,
+                                  group=world, progress=progress)  # fmt: skip
     bpc = bits_per_char(nll / n, c.vocab.level)
     result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
+    if cache is not None:
+        result["cache"] = cache.json()
+    if dynamic_settings is not None:
+        result["dynamic"] = {**dynamic_settings.json(), "statistics": statistics}
     if as_json:
         con.out.print(json.dumps(result))
         return
-    con.out.print(eval_table(checkpoint.resolve_path(ckpt), result, batch_size))
+    con.out.print(eval_table(path, result, batch_size))
+
+
+def dynamic_statistics(con: Consoles, c, path: Path, bptt: int, verify: bool):
+    """The gradient RMS for dynamic evaluation and what it came from: the checkpoint's
+    training text (cached beside it), or, where that text cannot be had, none (plain SGD
+    steps), said in one line."""
+    try:
+        with FetchView(con.log) as fetch:
+            run_dir = path.parent if (path.parent / METRICS).exists() else None
+            train = c.load_corpus(**fetch.hooks, run_dir=run_dir, verify=verify).train
+    except LMError as e:
+        con.log.print(
+            f"dynamic evaluation without gradient statistics (plain SGD steps, the "
+            f"same decay for every weight): the training text is not at hand ({e})"
+        )
+        return None, "none: plain SGD steps"
+    with WorkProgress(con.log, "gradient statistics", "segments") as progress:
+        rms = load_or_compute_rms(c.model, path, train, bptt, con.log.print, progress)
+    return rms, "training text"
+
+
+def tune_and_print(con: Consoles, c, path: Path, ids, batch_size: int, what: str, cache,
+                   dynamic, rms, as_json: bool) -> None:  # fmt: skip
+    """--tune: the grid's perplexities on valid, the best as a command line."""
+    with WorkProgress(con.log, f"tuning {what} on valid", "settings") as progress:
+        if what == "cache":
+            rows = tune_cache(c.model, ids, batch_size, cache.size, progress=progress)
+        else:
+            rows = tune_dynamic(c.model, ids, rms, dynamic.bptt, cache, progress=progress)
+    best = min(rows, key=lambda r: r["ppl"])
+    if what == "cache" and best["theta"] is None:
+        line = f"lstm-lm eval {path}  (no cache setting of the grid helps)"
+    elif what == "cache":
+        line = (f"lstm-lm eval {path} --cache {cache.size} --cache-theta {best['theta']:g} "
+                f"--cache-lambda {best['lambda']:g}")  # fmt: skip
+    else:
+        extra = "" if cache is None else (f" --cache {cache.size} --cache-theta {cache.theta:g} "
+                                          f"--cache-lambda {cache.lam:g}")  # fmt: skip
+        line = (f"lstm-lm eval {path} --dynamic --dynamic-lr {best['lr']:g} --dynamic-decay "
+                f"{best['decay']:g} --dynamic-bptt {dynamic.bptt}{extra}")  # fmt: skip
+    if as_json:
+        con.out.print(json.dumps({"split": "valid", "tune": what, "grid": rows, "best": best,
+                                  "command": line}))  # fmt: skip
+        return
+    con.out.print(tune_table(what, rows, best))
+    con.out.print(f"best on valid: {line}")
 
 
 def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | None,

@@ -61,6 +61,8 @@ class Result(NamedTuple):
     dstate0: State  # d(scale * (loss + penalty))/d(initial state)
     rows: dict[str, np.ndarray]  # grads[k] is zero outside these rows (sparse token rows)
     token_rows: np.ndarray  # (U,) the window's token ids: rows H + token_rows of grads["l0.W"]
+    nll: np.ndarray  # (T * B,) float64 NLL of each target, time-major
+    top: np.ndarray  # (T, B, H) the top layer's output (before the softmax's dropout)
 
 
 def named_views(config: ModelConfig, packed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -315,9 +317,10 @@ class LanguageModel:
                     m = masks.layers[k - 1]
                     dhs = dinp if m is None else dinp * m
         if self.config.tied:  # every gradient dense
-            return Result(float(nll.mean()), penalty, g, final, dstate0, {}, rows[:0])
+            return Result(float(nll.mean()), penalty, g, final, dstate0, {}, rows[:0], nll, hs)
         touched = np.concatenate([np.arange(H), H + rows])
-        return Result(float(nll.mean()), penalty, g, final, dstate0, {"l0.W": touched}, rows)
+        return Result(float(nll.mean()), penalty, g, final, dstate0, {"l0.W": touched}, rows,
+                      nll, hs)  # fmt: skip
 
     def sum_over(self, r: Result, group: Group) -> Result:
         """Window r's gradients summed over the ranks of `group`, each rank having computed
@@ -341,6 +344,14 @@ class LanguageModel:
         touched = np.concatenate([np.arange(H), H + rows])
         return r._replace(rows={"l0.W": touched}, token_rows=rows)
 
+    def rows_read(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The rows of sparsely updated parameters that a window x (B, T) reads: layer 0's
+        recurrent rows and the token rows of its tokens (the keys of Result.rows)."""
+        if self.config.tied:
+            return {}
+        H = self.config.hidden
+        return {"l0.W": np.concatenate([np.arange(H), H + np.unique(x)])}
+
     def scale_token_grads_(self, r: Result, factor: float) -> None:
         """Multiply the gradient of the token rows of layer 0 that window `r` used by
         `factor`: a learning-rate multiplier for them under SGD."""
@@ -360,6 +371,15 @@ class LanguageModel:
         (B, T) bool, only the targets it marks go through the output layer (the rest: 0)."""
         nll, final = self._nll(x, y, state, None if mask is None else mask.T.ravel())
         return nll.reshape(x.shape[1], x.shape[0]).T, final
+
+    def token_nll_and_top(self, x: np.ndarray, y: np.ndarray, state: State):
+        """Evaluation per target with the top layer's output (what a neural cache keeps):
+        NLL (B, T) float64, top (B, T, H) and the final state."""
+        with self.threads.evaluation():
+            top, final, _ = self._forward(x.T, state, Masks.none(self.config.layers))
+            T, B, H = top.shape
+            nll = self.output.nll(self.params, top.reshape(T * B, H), y.T.ravel())
+            return nll.reshape(T, B).T, top.transpose(1, 0, 2), final
 
     def _nll(self, x, y, state, keep=None) -> tuple[np.ndarray, State]:
         """NLL of each target, time-major (T * B,), and the final state; where `keep` (T * B,)

@@ -60,37 +60,55 @@ EVAL_WINDOW_TOKENS = 512
 EVAL_CONTEXT = 256
 
 
+# scorer(x, y, state, rows) -> (summed NLL of the window's targets, final state): how evaluate
+# scores a window; rows, a slice, are its streams among this rank's (the remainder: the last).
+Scorer = Callable[[np.ndarray, np.ndarray, State, slice], tuple[float, State]]
+
+
 def evaluate(
     model: LanguageModel,
     ids: np.ndarray,
     batch_size: int = 1,
     bptt: int | None = None,
     group: Group | None = None,
+    scorer: Scorer | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[float, int]:
     """Summed NLL (nats) and number of targets over a whole stream: every token but the first,
     in B streams (`eval_streams`), each after the first primed with up to EVAL_CONTEXT tokens
     of the text before it, the state carried across windows of `bptt` steps (default: about
     EVAL_WINDOW_TOKENS tokens a window). Over a group of ranks each takes a contiguous share of
     the B streams, the one holding the last also the remainder, and the sums are the whole
-    stream's."""
+    stream's. `scorer` scores each window in the model's place (a neural cache, dynamic
+    evaluation); `progress(targets done, targets)` is called after each window."""
     group = group or Group()
+    scorer = scorer or (lambda x, y, state, rows: model.nll(x, y, state))
     bptt = bptt or -(-EVAL_WINDOW_TOKENS // batch_size)
     data, rest = eval_streams(ids, batch_size)
     windows = num_windows(data, bptt)
     share = group.share(batch_size)
     state = primed_state(model, ids, data.shape[1] - 1, range(share.start, share.stop), bptt)
     data = data[share]
-    total, count = 0.0, 0
+    total, count, streams = 0.0, 0, slice(0, len(data))
+    expected = data.shape[0] * (data.shape[1] - 1)
+    expected += max(len(rest) - 1, 0) * (share.stop == batch_size)
     for i in range(windows if len(data) else 0):
         x, y = window(data, i, bptt)
-        nll, state = model.nll(x, y, state)
+        nll, state = scorer(x, y, state, streams)
         total += nll
         count += y.size
+        if progress:
+            progress(count, expected)
     if len(data) and share.stop == batch_size and len(rest) > 1:  # the last row goes on
         last = [tuple(s[-1:] for s in layer) for layer in state]
-        nll, _ = model.nll(as_index(rest[None, :-1]), as_index(rest[None, 1:]), last)
-        total += nll
-        count += len(rest) - 1
+        x, y = as_index(rest[None, :-1]), as_index(rest[None, 1:])
+        for s in range(0, x.shape[1], bptt):  # in windows, as the rows were
+            nll, last = scorer(x[:, s : s + bptt], y[:, s : s + bptt], last,
+                               slice(len(data) - 1, len(data)))  # fmt: skip
+            total += nll
+            count += y[:, s : s + bptt].size
+        if progress:
+            progress(count, expected)
     total, count = group.sum(total, count)
     return total, int(count)
 

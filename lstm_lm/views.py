@@ -80,6 +80,40 @@ class FetchView(contextlib.AbstractContextManager):
 PROGRESS_SECONDS = 30.0
 
 
+class WorkProgress(contextlib.AbstractContextManager):
+    """Progress of a long pass (an evaluation, gradient statistics, a tuning grid) called as
+    progress(done, total): a bar on a terminal, elsewhere a line every PROGRESS_SECONDS;
+    nothing for a pass done within the first PROGRESS_SECONDS."""
+
+    def __init__(self, console: Console, what: str, unit: str = "tokens"):
+        self.console, self.what, self.unit = console, what, unit
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, transient=True)  # fmt: skip
+        self.task, self.start = None, time.monotonic()
+        self.last = self.start
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.start < 2 or self.console.quiet:  # a short pass shows nothing
+            return
+        if self.console.is_terminal:
+            if self.task is None:
+                self.bar.start()
+                self.task = self.bar.add_task(self.what, total=total)
+            self.bar.update(self.task, completed=done, total=total)
+        elif now - self.last >= PROGRESS_SECONDS:
+            left = (total - done) * (now - self.start) / max(done, 1)
+            self.console.print(
+                f"{self.what}: {done:,}/{total:,} {self.unit} "
+                f"({100 * done / max(total, 1):.0f}%), {fmt_duration(left)} left"
+            )
+            self.last = now
+
+    def __exit__(self, *exc):
+        if self.task is not None:
+            self.bar.stop()
+
+
 class TrainView:
     """Renders training events: one progress bar for the whole run (on a terminal; elsewhere a
     plain line every PROGRESS_SECONDS), a line per evaluation, a sample at each epoch end, and
@@ -431,6 +465,18 @@ def eval_table(path, result: dict, streams: int) -> Table:
     for col in row:
         table.add_column(col, justify="right")
     table.add_row(*row.values())
+    return table
+
+
+def tune_table(what: str, rows: list[dict], best: dict) -> Table:
+    """--tune's grid: a row per setting, the model alone first, the best marked."""
+    keys = ("theta", "lambda") if what == "cache" else ("lr", "decay")
+    table = Table(title=f"--tune {what} on valid")
+    for col in ("", *keys, "perplexity"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        cells = ["-" if r[k] is None else f"{r[k]:g}" for k in keys]
+        table.add_row("*" if r is best else "", *cells, fmt_ppl(r["ppl"]))
     return table
 
 
