@@ -84,12 +84,39 @@ def evaluate_adapted(model: LanguageModel, ids: np.ndarray, batch_size: int,
         adapting.restore()
 
 
+def document_nll(model: LanguageModel, ids: np.ndarray, cache: Cache | None = None,
+                 dynamic: Dynamic | None = None,
+                 rms: dict[str, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+    """NLL of each target of `ids` (len(ids) - 1,) read as one document, in one stream, with
+    a cache, dynamic evaluation, both or neither (the parameters come back afterwards)."""
+    kept = None if cache is None else NeuralCache(1, cache.size, model.config.hidden,
+                                                  cache.theta, cache.lam, model.dtype)  # fmt: skip
+    if dynamic is None:
+        scorer, bptt = (cached_scorer(model, kept) if kept else plain_scorer(model)), 512
+    else:
+        scorer, bptt = DynamicEvaluation(model, dynamic.lr, dynamic.decay, rms, kept), dynamic.bptt
+    x, y, state, out = ids[None, :-1], ids[None, 1:], model.init_state(1), []
+    try:
+        for s in range(0, x.shape[1], bptt):
+            nll, state = scorer(x[:, s : s + bptt], y[:, s : s + bptt], state, slice(0, 1))
+            out.append(nll[0])
+    finally:
+        if dynamic is not None:
+            scorer.restore()
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def plain_scorer(model: LanguageModel):
+    """A train.evaluate scorer: the model's NLL of each target."""
+    return lambda x, y, state, rows: model.token_nll(x, y, state)
+
+
 def cached_scorer(model: LanguageModel, cache: NeuralCache):
     """A train.evaluate scorer: the model's NLL mixed with the cache's."""
 
     def score(x, y, state, rows):
         nll, top, final = model.token_nll_and_top(x, y, state)
-        return float(cache.nll(top, y, nll, rows).sum()), final
+        return cache.nll(top, y, nll, rows), final
 
     return score
 
@@ -152,7 +179,7 @@ def tune_cache(
     def keep(x, y, state, rows):
         nll, top, final = model.token_nll_and_top(x, y, state)
         windows.append((top, y, nll, rows))
-        return float(nll.sum()), final
+        return nll, final
 
     base, n = evaluate(model, ids, batch_size, scorer=keep)
     rows = [{"theta": None, "lambda": 0.0, "ppl": float(np.exp(base / n))}]

@@ -35,6 +35,7 @@ from lstm_lm.adapt import (
     DYNAMIC_LR,
     Cache,
     Dynamic,
+    document_nll,
     evaluate_adapted,
     load_or_compute_rms,
     tune_cache,
@@ -69,7 +70,7 @@ from lstm_lm.plot import X_AXES, learning_curves
 from lstm_lm.plot import save as save_figure
 from lstm_lm.runs import STRUCTURE, Run, default_out, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
-from lstm_lm.score import score_lines, split_lines
+from lstm_lm.score import score_document, score_lines, split_lines
 from lstm_lm.train import METRICS, fmt_bytes, validation_batch
 from lstm_lm.views import (
     Consoles,
@@ -700,6 +701,61 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
 # --- eval --------------------------------------------------------------------------------
 
 
+def adapt_options(fn):
+    """The options of evaluation that adapts to the text (eval and score): --cache N with its
+    theta and lambda, --dynamic with its lr, decay and segment length."""
+    for option in reversed(ADAPT_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+ADAPT_OPTIONS = [
+    click.option("--cache", "cache_size", type=Pos, metavar="N",
+                 help="Mix in a neural cache of the last N (top-layer state, next token) pairs "
+                 "of the text scored so far, each stream its own (Grave et al. 2017; "
+                 f"{CACHE_SIZE:,} is usual)."),
+    click.option("--cache-theta", type=Positive, metavar="THETA",
+                 help="The cache's sharpness: p_cache(w) is proportional to the sum of exp(THETA "
+                 f"h.h_i) over the pairs whose next token is w (default {CACHE_THETA:g})."),
+    click.option("--cache-lambda", type=click.FloatRange(0, 1), metavar="LAMBDA",
+                 help="The cache's weight: p = (1 - LAMBDA) p_model + LAMBDA p_cache (default "
+                 f"{CACHE_LAMBDA:g}; 0 is plain eval)."),
+    click.option("--dynamic", is_flag=True,
+                 help="Dynamic evaluation (Krause et al. 2018): adapt a copy of the weights to "
+                 "the text as it is scored, one segment at a time, in one stream; the "
+                 "checkpoint is never changed."),
+    click.option("--dynamic-lr", type=click.FloatRange(min=0), metavar="ETA",
+                 help="Step size of the adaptation, in units of each weight's gradient RMS on "
+                 f"training text (default {DYNAMIC_LR:g}; 0 is plain eval)."),
+    click.option("--dynamic-decay", type=click.FloatRange(min=0), metavar="LAMBDA",
+                 help="Pull towards the trained weights at each segment (default "
+                 f"{DYNAMIC_DECAY:g})."),
+    click.option("--dynamic-bptt", type=Pos, metavar="T",
+                 help=f"Tokens a segment: scored, then adapted to (default {DYNAMIC_BPTT})."),
+]  # fmt: skip
+
+
+def adapt_settings(cache_size, cache_theta, cache_lambda, dynamic, dynamic_lr, dynamic_decay,
+                   dynamic_bptt, tune=None):  # fmt: skip
+    """Cache and Dynamic settings from the options (None where off); usage errors for a
+    setting given without its option."""
+    for name in ("cache_theta", "cache_lambda"):
+        if given(name) and cache_size is None and tune != "cache":
+            raise click.UsageError(f"--{name.replace('_', '-')} sets the cache: give --cache N")
+    for name in ("dynamic_lr", "dynamic_decay", "dynamic_bptt"):
+        if given(name) and not dynamic and tune != "dynamic":
+            raise click.UsageError(f"--{name.replace('_', '-')} goes with --dynamic")
+    cache = dyn = None
+    if cache_size is not None or tune == "cache":
+        cache = Cache(cache_size or CACHE_SIZE, CACHE_THETA if cache_theta is None else cache_theta,
+                      CACHE_LAMBDA if cache_lambda is None else cache_lambda)  # fmt: skip
+    if dynamic or tune == "dynamic":
+        dyn = Dynamic(DYNAMIC_LR if dynamic_lr is None else dynamic_lr,
+                      DYNAMIC_DECAY if dynamic_decay is None else dynamic_decay,
+                      dynamic_bptt or DYNAMIC_BPTT)  # fmt: skip
+    return cache, dyn
+
+
 @main.command("eval", epilog=CKPT_HELP)
 @click.argument("ckpt", type=click.Path(path_type=Path))
 @click.option(
@@ -729,29 +785,7 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
     "settings, where on).",
 )
 @click.option("--verify", is_flag=True, help=VERIFY_HELP)
-@click.option("--cache", "cache_size", type=Pos, metavar="N", help="Mix in a neural cache of "
-              "the last N (top-layer state, next token) pairs of the text scored so far, each "
-              f"stream its own (Grave et al. 2017; {CACHE_SIZE:,} is usual).")  # fmt: skip
-@click.option("--cache-theta", type=Positive, metavar="THETA", help="The cache's sharpness: "
-              f"p_cache(w) is proportional to the sum of exp(THETA h.h_i) over the pairs whose "
-              f"next token is w (default {CACHE_THETA:g}).")  # fmt: skip
-@click.option("--cache-lambda", type=click.FloatRange(0, 1), metavar="LAMBDA", help="The "
-              f"cache's weight: p = (1 - LAMBDA) p_model + LAMBDA p_cache (default "
-              f"{CACHE_LAMBDA:g}; 0 is plain eval).")  # fmt: skip
-@click.option("--dynamic", is_flag=True, help="Dynamic evaluation (Krause et al. 2018): adapt "
-              "a copy of the weights to the text as it is scored, one segment at a time, in "
-              "one stream; the checkpoint is never changed.")  # fmt: skip
-@click.option("--dynamic-lr", type=click.FloatRange(min=0), metavar="ETA", help="Step size of "
-              f"the adaptation, in units of each weight's gradient RMS on training text "
-              f"(default {DYNAMIC_LR:g}; 0 is plain eval).")  # fmt: skip
-@click.option(
-    "--dynamic-decay",
-    type=click.FloatRange(min=0),
-    metavar="LAMBDA",
-    help=f"Pull towards the trained weights at each segment (default {DYNAMIC_DECAY:g}).",
-)
-@click.option("--dynamic-bptt", type=Pos, metavar="T", help="Tokens a segment: scored, then "
-              f"adapted to (default {DYNAMIC_BPTT}).")  # fmt: skip
+@adapt_options
 @click.option("--tune", type=click.Choice(["cache", "dynamic"]), help="Evaluate a small grid of "
               "the cache's (theta, lambda) or dynamic evaluation's (lr, decay) on the valid "
               "split, print the table and the best settings as a command line.")  # fmt: skip
@@ -764,13 +798,17 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
     alone or adapting to the text (--cache, --dynamic)."""
     con = Consoles()
     refuse_together("split", "text_file", "--file evaluates that file instead of a split")
-    for name in ("cache_theta", "cache_lambda"):
-        if given(name) and cache_size is None and tune != "cache":
-            raise click.UsageError(f"--{name.replace('_', '-')} sets the cache: give --cache N")
-    for name in ("dynamic_lr", "dynamic_decay", "dynamic_bptt"):
-        if given(name) and not dynamic and tune != "dynamic":
-            raise click.UsageError(f"--{name.replace('_', '-')} goes with --dynamic")
-    if dynamic or tune == "dynamic":
+    cache, dynamic_settings = adapt_settings(
+        cache_size,
+        cache_theta,
+        cache_lambda,
+        dynamic,
+        dynamic_lr,
+        dynamic_decay,
+        dynamic_bptt,
+        tune,
+    )
+    if dynamic_settings is not None:
         refuse_together("dynamic", "procs", "dynamic evaluation reads the text in order, in one "
                         "stream, on one process")  # fmt: skip
         if procs and tune == "dynamic":
@@ -785,14 +823,6 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
                                    "unseen): leave out --split test and --file")  # fmt: skip
         refuse_together("tune", "procs", "tuning runs on one process")
         split = "valid"
-    cache = dynamic_settings = None
-    if cache_size is not None or tune == "cache":
-        cache = Cache(cache_size or CACHE_SIZE, CACHE_THETA if cache_theta is None else cache_theta,
-                      CACHE_LAMBDA if cache_lambda is None else cache_lambda)  # fmt: skip
-    if dynamic or tune == "dynamic":
-        dynamic_settings = Dynamic(DYNAMIC_LR if dynamic_lr is None else dynamic_lr,
-                                   DYNAMIC_DECAY if dynamic_decay is None else dynamic_decay,
-                                   dynamic_bptt or DYNAMIC_BPTT)  # fmt: skip
     world = launch(procs, hosts, hostfile)
     c, ids, name, batch_size = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
@@ -984,15 +1014,30 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, top_p, greedy
     show_default=True,
     help="Lines scored together (of similar lengths).",
 )
+@adapt_options
 @library_errors
-def score(ckpt, file, log10, as_json, per_token, batch_size):
+def score(ckpt, file, log10, as_json, per_token, batch_size, cache_size, cache_theta,
+          cache_lambda, dynamic, dynamic_lr, dynamic_decay, dynamic_bptt):  # fmt: skip
     """Score each line of FILE (-: stdin) as a sentence: one output line per input line, in
     order, with its log-probability (natural log), tokens scored (its closing <eos>
-    included), perplexity and text, tab-separated. A summary goes to stderr."""
+    included), perplexity and text, tab-separated. A summary goes to stderr. With --cache or
+    --dynamic the lines are one document instead, read in order (each line after its <eos>,
+    as PTB lays out its sentences): what the cache holds and the weights learn from earlier
+    lines goes on to later ones, and each line's score is its tokens' and closing <eos>'s."""
     con = Consoles()
+    cache, dyn = adapt_settings(cache_size, cache_theta, cache_lambda, dynamic, dynamic_lr,
+                                dynamic_decay, dynamic_bptt)  # fmt: skip
     c = open_checkpoint(con, ckpt)
     lines = split_lines(read_text(file))
-    scores = score_lines(c.model, c.vocab, lines, batch_size, c.train_config.bptt)
+    if cache is None and dyn is None:
+        scores = score_lines(c.model, c.vocab, lines, batch_size, c.train_config.bptt)
+    else:
+        rms = None
+        if dyn is not None:
+            rms, _ = dynamic_statistics(con, c, checkpoint.resolve_path(ckpt), dyn.bptt, False)
+        scores = score_document(
+            c.vocab, lines, lambda ids: document_nll(c.model, ids, cache, dyn, rms)
+        )
     for s in scores:  # plain writes: a line of text is not markup
         sys.stdout.write(score_line(s, log10, as_json, per_token) + "\n")
     tokens = sum(s.tokens for s in scores)

@@ -104,7 +104,7 @@ class DynamicEvaluation:
 
     def __call__(self, x: np.ndarray, y: np.ndarray, state: State, rows: slice):
         """Score the segment x, y (B, T) with the present weights, then adapt them to it:
-        (summed NLL, final state)."""
+        (NLL of each target (B, T), final state)."""
         for k, r in self.model.rows_read(x).items():
             self._catch_up(k, r)
         with self.model.threads.evaluation():
@@ -114,7 +114,7 @@ class DynamicEvaluation:
             nll = self.cache.nll(res.top.transpose(1, 0, 2), y, nll, rows)
         if self.lr > 0 or self.decay > 0:
             self._update(res.grads, res.rows)
-        return float(nll.sum()), [tuple(s.copy() for s in layer) for layer in res.state]
+        return nll, [tuple(s.copy() for s in layer) for layer in res.state]
 
     def _catch_up(self, k: str, r: np.ndarray) -> None:
         """Rows r of key k brought up to the present: the decays they missed."""

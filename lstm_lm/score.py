@@ -1,11 +1,12 @@
 """Scoring text line by line, as speech and translation systems rescore their candidates.
 
-Each line is a sentence on its own: from a fresh state fed the sentence boundary (`<eos>`,
-what precedes every line of PTB; at plain char level the line break), the targets are the
-line's tokens and its closing boundary. Lines are sorted by length and scored in batches of
-similar lengths, each batch padded at the end (padding after a line's last target cannot
-change its scores) with a mask, so that only real targets go through the output layer; a line
-longer than a window is carried over windows.
+Each line is a sentence on its own (`score_lines`; with a cache or dynamic evaluation the
+lines are one document instead, `score_document`): from a fresh state fed the sentence
+boundary (`<eos>`, what precedes every line of PTB; at plain char level the line break),
+the targets are the line's tokens and its closing boundary. Lines are sorted by length and
+scored in batches of similar lengths, each batch padded at the end (padding after a line's
+last target cannot change its scores) with a mask, so that only real targets go through the
+output layer; a line longer than a window is carried over windows.
 
 N lines; B lines per batch; L the longest line of a batch plus its boundary; T window steps.
 """
@@ -13,6 +14,7 @@ N lines; B lines per batch; L the longest line of a batch plus its boundary; T w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,3 +80,21 @@ def score_lines(
             logprobs[i] = -nll[row, : len(seqs[i]) - 1]
     return [LineScore(line, float(lp.sum()), lp, unknown)
             for line, lp, (_, unknown) in zip(lines, logprobs, encoded)]  # fmt: skip
+
+
+def score_document(
+    vocab: Vocab, lines: list[str], token_nll: Callable[[np.ndarray], np.ndarray]
+) -> list[LineScore]:
+    """Log-probabilities of each line where the lines form one document, read in order: the
+    boundary, line 1, the boundary, line 2, ... as one text (PTB's own layout), scored by
+    `token_nll(ids) -> NLL of ids[1:]` (a cache or dynamic evaluation that carries what it
+    learns from earlier lines into later ones); each line's targets are its tokens and its
+    closing boundary, as for score_lines."""
+    eos = boundary(vocab)
+    encoded = vocab.encode_lines(lines)
+    ids = np.concatenate([[eos], *[np.r_[tok, eos] for tok, _ in encoded]]).astype(np.int64)
+    logprobs = -token_nll(ids)
+    cuts = np.cumsum([len(tok) + 1 for tok, _ in encoded])[:-1]
+    pieces = np.split(logprobs, cuts)
+    return [LineScore(line, float(lp.sum()), lp, unknown)
+            for line, lp, (_, unknown) in zip(lines, pieces, encoded)]  # fmt: skip

@@ -60,9 +60,10 @@ EVAL_WINDOW_TOKENS = 512
 EVAL_CONTEXT = 256
 
 
-# scorer(x, y, state, rows) -> (summed NLL of the window's targets, final state): how evaluate
-# scores a window; rows, a slice, are its streams among this rank's (the remainder: the last).
-Scorer = Callable[[np.ndarray, np.ndarray, State, slice], tuple[float, State]]
+# scorer(x, y, state, rows) -> (NLL of each target (B, T), final state): how evaluate scores a
+# window in the model's place; rows, a slice, are its streams among this rank's (the
+# remainder: the last).
+Scorer = Callable[[np.ndarray, np.ndarray, State, slice], tuple[np.ndarray, State]]
 
 
 def evaluate(
@@ -95,7 +96,7 @@ def evaluate(
     for i in range(windows if len(data) else 0):
         x, y = window(data, i, bptt)
         nll, state = scorer(x, y, state, streams)
-        total += nll
+        total += float(np.sum(nll))
         count += y.size
         if progress:
             progress(count, expected)
@@ -105,7 +106,7 @@ def evaluate(
         for s in range(0, x.shape[1], bptt):  # in windows, as the rows were
             nll, last = scorer(x[:, s : s + bptt], y[:, s : s + bptt], last,
                                slice(len(data) - 1, len(data)))  # fmt: skip
-            total += nll
+            total += float(np.sum(nll))
             count += y[:, s : s + bptt].size
         if progress:
             progress(count, expected)

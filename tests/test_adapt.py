@@ -286,3 +286,25 @@ def test_tune_prints_the_grid_and_the_best_command(tiny_run, what):
         assert flag in out["command"]
     r = invoke("eval", tiny_run, "--tune", what)
     assert r.exit_code == 0 and "best on valid: lstm-lm eval" in r.stdout
+
+
+def test_score_reads_the_lines_as_one_document_with_a_cache_or_dynamic(tiny_run, tmp_path):
+    """The same line twenty times: as sentences each scores the same; as one document with a
+    cache or dynamic evaluation the repeats score better than the first, and every line's
+    tokens (and closing <eos>) are counted as before."""
+    f = tmp_path / "lines.txt"
+    f.write_text("a b c d e f f e d c b a\n" * 20)
+
+    def scores(*extra):
+        r = invoke("score", tiny_run, f, "--json", *extra)
+        assert r.exit_code == 0, r.output
+        return [json.loads(line) for line in r.stdout.splitlines()]
+
+    plain = scores()
+    assert len({round(s["logprob"], 9) for s in plain}) == 1
+    for extra in (["--cache", 100, "--cache-lambda", 0.5], ["--dynamic", "--dynamic-lr", 0.01]):
+        doc = scores(*extra)
+        assert [s["tokens"] for s in doc] == [s["tokens"] for s in plain] == [13] * 20
+        assert all(s["logprob"] > doc[0]["logprob"] + 1 for s in doc[5:]), extra
+    r = invoke("score", tiny_run, f, "--cache-theta", 1)
+    assert r.exit_code == 2 and "give --cache N" in r.output
