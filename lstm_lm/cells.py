@@ -161,8 +161,11 @@ def lstm_forward(xproj: np.ndarray, state0: tuple[np.ndarray, np.ndarray], Wh: n
     """
     T, B, G = xproj.shape
     H = G // 4
-    # the copy pays for itself over a window's steps, not in a single step (sampling)
-    WhT = transposed(Wh) if T > 1 else Wh.T  # (4H, H)
+    # the copy pays for itself over a window's steps of several streams, not in a single step
+    # (sampling) nor for one stream, whose matrix-vector product is as fast through the view
+    # (Intel Xeon, 2 cores: 650 x 2,600, B 1: view 115 us, copy 162 us a step, the copy 1.1 ms;
+    # B 20: 877 against 563 us)
+    WhT = transposed(Wh) if T > 1 and B > 1 else Wh.T  # (4H, H)
     h = np.empty((T + 1, H, B), xproj.dtype)
     act = swap_last(xproj)  # (T, 4H, B): each step's product is added in place
     return _lstm_steps(WhT, h, act, state0, Wh, add=True)

@@ -30,6 +30,7 @@ from lstm_lm.model import LanguageModel, State
 from lstm_lm.neural_cache import NeuralCache
 
 EPS = 1e-3  # Krause et al.'s epsilon, here beside a gradient RMS (theirs: its sum's root)
+BLOCK = 1 << 16  # weights a dense step takes through its passes at a time (256 KiB of each)
 
 
 def gradient_rms(model: LanguageModel, ids: np.ndarray, batch_size: int = 100, bptt: int = 5,
@@ -89,6 +90,13 @@ class DynamicEvaluation:
         self.step = {k: (dt(lr) / (a + dt(EPS))).astype(model.dtype) for k, a in rms.items()}
         self.rate = {k: np.minimum(dt(decay / max(mean, 1e-30)) * a, dt(1)).astype(model.dtype)
                      for k, a in rms.items()}  # fmt: skip
+        # p <- p keep + pull - step g, keep = 1 - rate, pull = rate theta_0: four passes over
+        # the weights a segment and no allocation (a 2 x 650 model's 13 M weights, several
+        # times a segment's forward and backward)
+        self.keep = {k: 1 - r for k, r in self.rate.items()}
+        self.pull = {k: r * self.theta0[k] for k, r in self.rate.items()}
+        largest = max(model.params.values(), key=lambda p: p.size)
+        self._scratch = np.empty(largest.size, largest.dtype)
         self.t = 0  # segments adapted to
         self.since = {k: np.zeros(len(self.theta0[k]), np.int64) for k in model.rows_read(
             np.zeros((1, 1), np.int64))}  # fmt: skip
@@ -112,7 +120,7 @@ class DynamicEvaluation:
         nll = res.nll.reshape(x.shape[1], x.shape[0]).T  # (B, T)
         if self.cache is not None:
             nll = self.cache.nll(res.top.transpose(1, 0, 2), y, nll, rows)
-        if self.lr > 0 or self.decay > 0:
+        if self.lr > 0:  # with lr 0 the weights stay the trained ones, decay or not
             self._update(res.grads, res.rows)
         return nll, [tuple(s.copy() for s in layer) for layer in res.state]
 
@@ -125,15 +133,30 @@ class DynamicEvaluation:
             p[r] = p0[r] + (p[r] - p0[r]) * keep
         self.since[k][r] = self.t
 
+    def _dense_step(self, k: str, g: np.ndarray):
+        """The step of key k over a piece of its flattened weights: p <- p keep + pull - step g
+        (memory-bound passes, so the pieces go to both cores)."""
+        p, u = self.model.params[k].reshape(-1), self._scratch[: g.size]
+        g, step, keep, pull = g.reshape(-1), self.step[k].reshape(-1), *(
+            a[k].reshape(-1) for a in (self.keep, self.pull))  # fmt: skip
+
+        def work(piece: slice) -> None:
+            for a in range(piece.start, piece.stop, BLOCK):  # each block's passes in cache
+                s = slice(a, min(a + BLOCK, piece.stop))
+                np.multiply(step[s], g[s], out=u[s])
+                if self.decay > 0:
+                    p[s] *= keep[s]
+                    p[s] += pull[s]
+                p[s] -= u[s]
+
+        return work
+
     def _update(self, grads: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> None:
         """One step: p += rate (p0 - p) - step g, on the rows a sparse key's window touched."""
         for k, p in self.model.params.items():
             g, r = grads[k], rows.get(k)
             if r is None:
-                d = self.theta0[k] - p
-                d *= self.rate[k]
-                d -= self.step[k] * g
-                p += d
+                self.model.threads.in_pieces(self._dense_step(k, g), p.size)
             else:
                 P = p[r]
                 P += self.rate[k][r] * (self.theta0[k][r] - P) - self.step[k][r] * g[r]

@@ -141,6 +141,17 @@ class Threads:
             finally:
                 self._serial = False
 
+    def in_pieces(self, work, n: int) -> None:
+        """work(piece) for slices that cut range(n) into one piece per pool thread, run on the
+        pool (here, in order, where there is none or the machine is busy): for elementwise
+        NumPy passes over large arrays, which run without the GIL."""
+        pool = None if self._serial or self.other_load() >= 0.5 else self._pool
+        if pool is None:
+            work(slice(0, n))
+            return
+        cuts = np.linspace(0, n, self.softmax_threads + 1).astype(int)
+        list(pool.map(work, [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]))
+
     def softmax_cross_entropy_(self, logits: np.ndarray, targets: np.ndarray, dscale):
         """`losses.softmax_cross_entropy_` with the rows spread over the pool."""
         pool = None if self._serial else self._pool
