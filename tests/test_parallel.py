@@ -130,8 +130,8 @@ def test_a_run_resumes_on_another_number_of_processes(words, tmp_path, optimizer
 def test_eval_over_processes_reports_what_one_does(words, tmp_path):
     out = tmp_path / "run"
     assert lm(*RUN, "--data", words, "--max-steps", 15, "--out", out).returncode == 0
-    for batch in (4, 3):  # 3 streams: ranks with 2 and 1
-        args = ["eval", out, "--split", "valid", "--batch-size", batch, "--json"]
+    for batch, cache in ((4, []), (3, []), (3, ["--cache", 40])):  # 3 streams: ranks of 2 and 1
+        args = ["eval", out, "--split", "valid", "--batch-size", batch, "--json", *cache]
         one, two = lm(*args), lm(*args, procs=2)
         assert one.returncode == 0 and two.returncode == 0, two.stderr
         a, b = json.loads(one.stdout), json.loads(two.stdout)
