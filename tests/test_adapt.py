@@ -266,6 +266,7 @@ def test_an_exported_model_without_its_training_text_takes_plain_steps(tmp_path)
         (["--tune", "cache", "--split", "test"], "valid split only"),
         (["--cache", "0"], "--cache"),
         (["--cache", "10", "--cache-lambda", "1.5"], "--cache-lambda"),
+        (["--tune-tokens", "100"], "goes with --tune"),
     ],
 )
 def test_options_that_do_not_go_together(tiny_run, args, message):
@@ -275,10 +276,11 @@ def test_options_that_do_not_go_together(tiny_run, args, message):
 
 @pytest.mark.parametrize("what", ["cache", "dynamic"])
 def test_tune_prints_the_grid_and_the_best_command(tiny_run, what):
-    r = invoke("eval", tiny_run, "--tune", what, "--json")
+    r = invoke("eval", tiny_run, "--tune", what, "--json", "--tune-tokens", 1500)
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["split"] == "valid" and out["tune"] == what and len(out["grid"]) >= 9
+    assert out["tokens"] == 1500
     assert out["best"]["ppl"] == min(g["ppl"] for g in out["grid"])
     flag = "--cache-theta" if what == "cache" else "--dynamic-lr"
     assert out["command"].startswith("lstm-lm eval ")
