@@ -152,3 +152,16 @@ def words(tmp_path_factory):
         lines = [" ".join(f"w{i}" for i in ids[s : s + 20]) for s in range(0, n, 20)]
         (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
     return d
+
+
+@pytest.fixture(scope="session")
+def zipf_words(tmp_path_factory):
+    """Zipf-distributed words over 60 types: 27 windows of B 4 x T 5 an epoch."""
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("zipf")
+    p = 1 / np.arange(1, 61)
+    for name, n in (("train", 480), ("valid", 200)):
+        ids = rng.choice(60, n, p=p / p.sum())
+        lines = [" ".join(f"w{i}" for i in ids[s : s + 10]) for s in range(0, n, 10)]
+        (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return d

@@ -153,19 +153,6 @@ def test_info_and_sample(tied_run):
     assert r.exit_code == 0, r.output
 
 
-@pytest.fixture(scope="module")
-def zipf_words(tmp_path_factory):
-    """Zipf-distributed words over 60 types: 27 windows of B 4 x T 5 an epoch."""
-    rng = np.random.default_rng(0)
-    d = tmp_path_factory.mktemp("zipf")
-    p = 1 / np.arange(1, 61)
-    for name, n in (("train", 480), ("valid", 200)):
-        ids = rng.choice(60, n, p=p / p.sum())
-        lines = [" ".join(f"w{i}" for i in ids[s : s + 10]) for s in range(0, n, 10)]
-        (d / f"{name}.txt").write_text("\n".join(lines) + "\n")
-    return d
-
-
 @pytest.mark.parametrize(
     "extra", [["--optimizer", "adam", "--lr", "0.01"], ["--asgd", "--asgd-after", "1"]]
 )
