@@ -198,3 +198,19 @@ def test_export_keeps_the_model(tied_run, tmp_path):
     ours = json.loads(invoke("eval", tied_run, "--json").stdout)
     theirs = json.loads(invoke("eval", f, "--json").stdout)
     assert theirs["nll"] == pytest.approx(ours["nll"], rel=1e-12)
+
+
+def test_fine_tuning_a_tied_model_with_new_words(zipf_words, tmp_path):
+    """--init-from a tied run onto text with new words (--extend-vocab): E grows by their
+    rows, the run trains and resumes as any other."""
+    args = "--layers 1 --hidden 8 --batch-size 4 --bptt 5 --quiet --tied".split()
+    assert invoke("train", "--data", zipf_words, *args, "--max-steps", 10, "--out",
+                  tmp_path / "a").exit_code == 0  # fmt: skip
+    new = tmp_path / "new.txt"
+    new.write_text("w1 w2 novel w3 other w1\n" * 40)
+    r = invoke("train", "--init-from", tmp_path / "a", "--train", new, "--extend-vocab",
+               "--max-steps", 8, "--out", tmp_path / "b", "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    old, tuned = checkpoint.load(tmp_path / "a"), checkpoint.load(tmp_path / "b")
+    assert tuned.model.config.tied and set(tuned.vocab.itos[-2:]) == {"novel", "other"}
+    assert tuned.model.params["E"].shape == (len(old.vocab) + 2, 8)
