@@ -199,6 +199,13 @@ def _read_arrays(path: Path, only: str | None = None) -> dict[str, np.ndarray]:
             f"{path}: truncated or corrupted checkpoint ({e}); use another one, "
             "e.g. best.npz or last.npz of the run"
         ) from None
+    except Exception as e:  # noqa: BLE001 - damaged bytes reach NumPy's header parser
+        # (an array header with flipped bytes raised tokenize.TokenError from it): whatever a
+        # damaged file makes it raise, the user gets one line
+        raise LMError(
+            f"{path}: corrupted checkpoint ({type(e).__name__}: {e}); use another one, "
+            "e.g. best.npz or last.npz of the run"
+        ) from None
 
 
 def _read_meta(path: Path, arrays: dict[str, np.ndarray]) -> dict:
@@ -222,6 +229,14 @@ def _check_meta(path: Path, meta) -> dict:
             f"{path}: written by a newer lstm-lm (format {meta['version']}); upgrade lstm-lm"
         )
     return meta
+
+
+def _state(arrays: dict[str, np.ndarray], name: str, hidden: int, dtype) -> np.ndarray:
+    """A carried state array (B, H), checked."""
+    a = arrays.get(name)
+    if a is None or a.ndim != 2 or a.shape[1] != hidden:
+        raise LMError(f"{name} is missing or not (B, {hidden})")
+    return a.astype(dtype)
 
 
 def load(path: str | Path, dtype=None) -> Checkpoint:
@@ -258,13 +273,16 @@ def load(path: str | Path, dtype=None) -> Checkpoint:
         )
     try:
         model = LanguageModel.from_named(config, arrays, dtype or train_config.dtype)
-    except LMError as e:
+        state = None
+        if "state.l0.0" in arrays:
+            H, n = config.hidden, model.cell.n_state
+            state = [tuple(_state(arrays, f"state.l{k}.{j}", H, model.dtype) for j in range(n))
+                     for k in range(config.layers)]  # fmt: skip
+    except (
+        LMError,
+        ValueError,
+        TypeError,
+    ) as e:  # a missing array, or one of another shape or kind
         raise LMError(f"{path}: {e}; not a complete lstm-lm checkpoint") from None
     optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
-    state = None
-    if "state.l0.0" in arrays:
-        state = [
-            tuple(arrays[f"state.l{k}.{j}"].astype(model.dtype) for j in range(model.cell.n_state))
-            for k in range(config.layers)
-        ]
     return Checkpoint(model, vocab, train_config, meta, optimizer, state)

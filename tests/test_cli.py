@@ -357,3 +357,59 @@ def test_corpus_too_small(tmp_path):
 ])  # fmt: skip
 def test_data_options_that_do_not_go_together(args, fragment):
     assert_clean_error(invoke("train", *args), 2, fragment)
+
+
+def test_damaged_checkpoints_end_in_one_line(tiny_run, tmp_path):
+    """A real checkpoint damaged 240 ways (a seeded draw: bytes of an array's header
+    changed, the file cut, a byte flipped anywhere, bytes inserted in a header, an array
+    dropped, an array of another shape or kind): eval and info either work or end in one
+    line and exit 1, never a traceback. NumPy's header parser raised tokenize.TokenError for
+    some headers once."""
+    import zipfile
+
+    src = (tiny_run / "best.npz").read_bytes()
+    heads = [i for i in range(len(src)) if src.startswith(b"\x93NUMPY", i)]
+    rng = np.random.default_rng(0)
+    with np.load(tiny_run / "best.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    outcomes = set()
+    for trial in range(240):
+        bad, kind = tmp_path / f"bad{trial}.npz", trial % 6
+        b = bytearray(src)
+        at = heads[rng.integers(len(heads))]
+        if trial == 0:  # the header dict left open: NumPy's parser raises TokenError
+            b[src.index(b"}", at)] = ord(" ")
+        elif kind == 0:
+            for _ in range(rng.integers(1, 4)):
+                b[at + rng.integers(0, 128)] = rng.integers(0, 256)
+        elif kind == 1:
+            b = b[: rng.integers(0, len(b))]
+        elif kind == 2:
+            b[rng.integers(0, len(b))] ^= 0xFF
+        elif kind == 3:
+            at += 10 + rng.integers(0, 60)
+            b[at:at] = bytes(rng.integers(0, 256, rng.integers(1, 8)).astype(np.uint8))
+        if kind < 4:
+            bad.write_bytes(bytes(b))
+        else:
+            names = [k for k in arrays if k != "meta"]
+            changed = dict(arrays)
+            name = names[rng.integers(len(names))]
+            if kind == 4:
+                del changed[name]
+            else:
+                changed[name] = [np.zeros((3, 1, 2)), np.array(["x"]), np.zeros(0, np.int8)][
+                    trial % 3
+                ]
+            with zipfile.ZipFile(bad, "w") as zf:
+                for k, v in changed.items():
+                    with zf.open(f"{k}.npy", "w") as f:
+                        np.lib.format.write_array(f, np.asarray(v))
+        for command in ("eval", "info"):
+            r = invoke(command, bad, *(["--split", "valid"] if command == "eval" else []))
+            assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+            if r.exit_code != 0:
+                assert_clean_error(r, 1, str(bad))
+                assert len([x for x in r.output.splitlines() if x.startswith("Error")]) == 1
+            outcomes.add(r.exit_code)
+    assert 1 in outcomes
