@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lstm_lm import LMError, checkpoint
+from lstm_lm import LMError
+from lstm_lm.atomic import write_atomic
 from lstm_lm.dynamic import DynamicEvaluation, gradient_rms
 from lstm_lm.model import LanguageModel
 from lstm_lm.neural_cache import NeuralCache
@@ -157,7 +158,7 @@ def load_or_compute_rms(model: LanguageModel, ckpt: Path, train: np.ndarray, bpt
     buf = io.BytesIO()
     np.savez(buf, meta=np.array(json.dumps(key)), **rms)
     if os.access(path.parent, os.W_OK):
-        checkpoint.write_atomic(path, buf.getvalue(), fix="free some space")
+        write_atomic(path, buf.getvalue(), fix="free some space")
     return rms
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_lm import LMError
+from lstm_lm.atomic import write_atomic
 from lstm_lm.data import Corpus, DataSource, Vocab
 from lstm_lm.download import Log, Progress, sha256_file
 
@@ -100,7 +101,6 @@ def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
 
 
 def _write(run_dir: Path, corpus: Corpus, given_vocab: bool) -> None:
-    from lstm_lm.checkpoint import write_atomic  # checkpoint imports this module
 
     splits = {s: getattr(corpus, s) for s in SPLITS if getattr(corpus, s) is not None}
     meta = {

@@ -41,6 +41,7 @@ from lstm_lm.adapt import (
     tune_cache,
     tune_dynamic,
 )
+from lstm_lm.atomic import write_atomic
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.bench import bench_literal, profile
 from lstm_lm.cells import CELL_TYPES
@@ -995,7 +996,7 @@ def sample(ckpt, seed_text, seed_file, length, temperature, top_k, top_p, greedy
             sys.stdout.write(piece)
             sys.stdout.flush()
     if out:
-        checkpoint.write_atomic(out, "".join(samples).encode(), fix="choose another --out")
+        write_atomic(out, "".join(samples).encode(), fix="choose another --out")
         con.log.print(f"wrote {num} sample{'s' * (num > 1)} to {out}")
 
 
@@ -1159,7 +1160,7 @@ def viz(ckpt, text_file, text, out, max_tokens, units):
         ids = ids[:max_tokens]
     page, a = viz_report(c.model, c.vocab, ids, c.train_state, units)
     data = page.encode()
-    checkpoint.write_atomic(out, data, fix="choose another --out")
+    write_atomic(out, data, fix="choose another --out")
     H = c.model.config.hidden
     con.log.print(f"wrote {out} ({fmt_bytes(len(data))}): {len(ids):,} tokens, "
                   f"{len(a.units[0])} of {H} units a layer")  # fmt: skip

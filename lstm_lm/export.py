@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_lm import LMError, checkpoint
+from lstm_lm.atomic import write_atomic
 
 META_KEYS = ("format", "version", "lstm_lm", "config", "train_config", "vocab", "data")
 
@@ -37,7 +38,7 @@ def export(ckpt: checkpoint.Checkpoint, path: str | Path) -> Path:
     meta["train_state"] = {k: v for k, v in ckpt.train_state.items() if k != "rng"}
     metadata = {k: json.dumps(v) for k, v in meta.items()}
     payload = _library().numpy.save(arrays, metadata)
-    checkpoint.write_atomic(path, payload, fix="choose another OUT")
+    write_atomic(path, payload, fix="choose another OUT")
     return Path(path)
 
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from lstm_lm import LMError
-from lstm_lm.checkpoint import write_atomic
+from lstm_lm.atomic import write_atomic
 from lstm_lm.train import METRICS
 
 X_AXES = {"step": "step", "tokens": "tokens", "minutes": "elapsed", "epoch": "epoch"}

@@ -12,6 +12,7 @@ import numpy as np
 
 from lstm_lm import LMError, cache, checkpoint
 from lstm_lm.adaptive import frequency_order
+from lstm_lm.atomic import write_atomic
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, Settings, TrainConfig
 from lstm_lm.data import STDIN, UNK, Corpus, DataSource
@@ -138,7 +139,7 @@ def resume_run(
         if (out / LAST).exists() or (out / BEST).exists():
             raise LMError(f"{out} already holds a run; choose another --out")
         if (path.parent / BEST).exists():
-            checkpoint.write_atomic(out / BEST, (path.parent / BEST).read_bytes())
+            write_atomic(out / BEST, (path.parent / BEST).read_bytes())
     return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)
 
 

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from lstm_lm import LMError, cache, checkpoint, dropout
+from lstm_lm.atomic import remove_stale_temporaries, write_atomic
 from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.data import (
@@ -519,9 +520,7 @@ class Trainer:
         lines of the work it lost."""
         if self.run_dir is not None:
             lines = "".join(json.dumps(m) + "\n" for m in self.st.history)
-            self.group.on_main(
-                lambda: checkpoint.write_atomic(self.run_dir / METRICS, lines.encode())
-            )
+            self.group.on_main(lambda: write_atomic(self.run_dir / METRICS, lines.encode()))
 
     def _prepare_run_dir(self) -> None:
         if self.run_dir is not None:
@@ -535,7 +534,7 @@ class Trainer:
             raise LMError(
                 f"cannot write to run directory {self.run_dir}: {e.strerror}; choose another --out"
             ) from None
-        checkpoint.remove_stale_temporaries(self.run_dir)
+        remove_stale_temporaries(self.run_dir)
         cache.save(self.run_dir, self.corpus, given_vocab=self.st.init_from is not None)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint
+from lstm_lm import atomic, checkpoint
 from lstm_lm.cli import main
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10", "--quiet"]
@@ -330,7 +330,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(markov_corpus, tmp_path, monk
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full)
+    monkeypatch.setattr(atomic.os, "fsync", full)
     r = invoke("train", "--resume", out, "--max-steps", 20, "--eval-every", 2)
     monkeypatch.undo()
     assert_clean_error(r, 1, f"cannot write {out / 'last.npz'}: no space left on the device (",
