@@ -19,10 +19,11 @@ import numpy as np
 from lstm_lm.cells import ONE_HOT_ROWS
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.literal import literal_loss_and_grads
+from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel
 from lstm_lm.parallel import Group
 from lstm_lm.timing import Phases, median_rate
-from lstm_lm.train import check_memory, optimizer_for, train_step
+from lstm_lm.train import optimizer_for, train_step
 
 
 def tokens(rng: np.random.Generator, V: int, shape: tuple[int, ...], zipf: bool) -> np.ndarray:

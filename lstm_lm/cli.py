@@ -65,6 +65,7 @@ from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.malloc import keep_freed_memory
+from lstm_lm.memory import fmt_bytes
 from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
@@ -72,7 +73,7 @@ from lstm_lm.plot import save as save_figure
 from lstm_lm.runs import STRUCTURE, Run, default_out, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_document, score_lines, split_lines
-from lstm_lm.train import METRICS, fmt_bytes, validation_batch
+from lstm_lm.train import METRICS, validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 
 from lstm_lm.config import ModelConfig, TrainConfig
+from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel, named_views
-from lstm_lm.train import check_memory
 
 EPS = 1e-3
 TOLERANCE = 1e-6  # largest relative error accepted

@@ -18,12 +18,12 @@ from lstm_lm.config import RESUMABLE, Settings, TrainConfig
 from lstm_lm.data import STDIN, UNK, Corpus, DataSource
 from lstm_lm.download import Log, Progress
 from lstm_lm.losses import perplexity
+from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel
 from lstm_lm.parallel import Group
 from lstm_lm.train import (
     RUNS,
     TrainState,
-    check_memory,
     evaluate,
     fit,
     stop_reason,

@@ -29,7 +29,7 @@ import numpy as np
 from lstm_lm import LMError, cache, checkpoint, dropout
 from lstm_lm.atomic import remove_stale_temporaries, write_atomic
 from lstm_lm.checkpoint import BEST, LAST
-from lstm_lm.config import ModelConfig, TrainConfig
+from lstm_lm.config import TrainConfig
 from lstm_lm.data import (
     Corpus,
     as_index,
@@ -40,7 +40,7 @@ from lstm_lm.data import (
     window,
 )
 from lstm_lm.losses import bits_per_char, perplexity
-from lstm_lm.model import LanguageModel, State, memory_estimate
+from lstm_lm.model import LanguageModel, State
 from lstm_lm.optim import ASGD, OPTIMIZERS, SGD, clip_global_norm_
 from lstm_lm.parallel import Group, RanksError
 
@@ -137,37 +137,6 @@ def validation_batch(tc: TrainConfig, tokens: int) -> int:
     """The streams a run validates with, and `eval`'s default, so that their figures agree:
     the training batch, fewer for a split too short to give each stream a window."""
     return min(tc.batch_size, max(1, tokens // (tc.bptt + 1)))
-
-
-def available_memory() -> int | None:
-    """Bytes of memory the system can give without swapping (Linux), or None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-def check_memory(config: ModelConfig, tc: TrainConfig) -> None:
-    """Refuse, with the figures, a configuration that cannot fit in memory."""
-    need = memory_estimate(config, tc.batch_size, tc.bptt, tc.optimizer, tc.dtype, tc.asgd)
-    have = available_memory()
-    if have is not None and need > have:
-        raise LMError(
-            f"this model needs about {fmt_bytes(need)} of memory to train ({config.layers} x "
-            f"{config.hidden}, vocab {config.vocab_size:,}, batch {tc.batch_size} x bptt "
-            f"{tc.bptt}) but {fmt_bytes(have)} is available; use a smaller --hidden, --layers, "
-            "--batch-size or --bptt"
-        )
-
-
-def fmt_bytes(n: int) -> str:
-    """Bytes in binary units: 852.7 PiB, 23.2 GiB, 512 bytes."""
-    if n < 1024:
-        return f"{n} bytes"
-    power = min(5, (n.bit_length() - 1) // 10)  # 1 KiB ... 5 PiB
-    return f"{n / 1024**power:,.1f} {('KiB', 'MiB', 'GiB', 'TiB', 'PiB')[power - 1]}"
 
 
 class Step(NamedTuple):

@@ -27,10 +27,10 @@ from rich.table import Table
 
 from lstm_lm import checkpoint
 from lstm_lm.losses import bits_per_char, perplexity
+from lstm_lm.memory import fmt_bytes
 from lstm_lm.runs import Run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import LineScore
-from lstm_lm.train import fmt_bytes
 
 
 class Consoles:
