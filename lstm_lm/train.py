@@ -546,13 +546,3 @@ def fit(
     `init_from`: where a fine-tuned model came from, recorded in its checkpoints."""
     trainer = Trainer(model, corpus, tc, run_dir, resume, rng, on_event, group, init_from)
     return trainer.run(should_stop or (lambda: False))
-
-
-def __getattr__(name: str):
-    """`new_run` and `resume_run` live in lstm_lm.runs now; importable from here as before
-    (lazily: runs imports this module)."""
-    if name in ("new_run", "resume_run"):
-        from lstm_lm import runs
-
-        return getattr(runs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

