@@ -1,5 +1,5 @@
-"""The token ids of a run's corpus, kept beside it in the run directory, so that `--resume`
-and `eval` of a large corpus start at once instead of tokenising it again.
+"""The token ids of a run's corpus, kept beside it in the run directory (lstm_lm.rundir),
+so that `--resume` and `eval` of a large corpus start at once instead of tokenising it again.
 
     tokens.train.npy, tokens.valid.npy, tokens.test.npy   each split's ids (uint8/uint16/...)
     tokens.json                                           the data source, the vocabulary and
@@ -23,20 +23,16 @@ import numpy as np
 
 from lstm_lm import LMError
 from lstm_lm.atomic import write_atomic
+from lstm_lm.checkpoint import Checkpoint
 from lstm_lm.data import Corpus, DataSource, Vocab
 from lstm_lm.download import Log, Progress, sha256_file
+from lstm_lm.rundir import OLD_TOKENS, TOKENS, tokens_path
 
-CACHE = "tokens.json"  # in a run directory, beside tokens.{split}.npy
-OLD_CACHE = "tokens.npz"  # lstm-lm 0.1.0's: ids not memory-mappable; replaced when rewritten
 VERSION = 2
 SPLITS = ("train", "valid", "test")
 
 
-def split_path(run_dir: Path, split: str) -> Path:
-    return run_dir / f"tokens.{split}.npy"
-
-
-def load_corpus(
+def load(
     source: DataSource,
     run_dir: str | Path | None,
     log: Log | None = None,
@@ -50,13 +46,32 @@ def load_corpus(
     there (a run that is still to be accepted caches it with `save` once it is). `verify`:
     hash every file, even where its size and modification time match."""
     t0 = time.perf_counter()
-    corpus = None if run_dir is None else _read(Path(run_dir), source, vocab, verify)
-    if corpus is None:
-        corpus = source.load(log, progress, vocab=vocab)
+    found = None if run_dir is None else _read(Path(run_dir), source, vocab, verify)
+    if found is None:
+        found = source.load(log, progress, vocab=vocab)
         if keep and run_dir is not None:
-            save(run_dir, corpus, given_vocab=vocab is not None)
-    corpus.seconds = time.perf_counter() - t0
-    return corpus
+            save(run_dir, found, given_vocab=vocab is not None)
+    found.seconds = time.perf_counter() - t0
+    return found
+
+
+def trained_on(ckpt: Checkpoint, run_dir: str | Path | None = None, log: Log | None = None,
+               progress: Progress | None = None, keep: bool = True,
+               verify: bool = False) -> Corpus:  # fmt: skip
+    """The data a checkpoint's model was trained on, loaded again (from `run_dir`'s cache
+    where it still matches); an LMError if its vocabulary is no longer the model's (the files
+    changed). A model fine-tuned from another (`--init-from`) encodes its data with its own
+    vocabulary, as it did when it trained."""
+    source = DataSource.from_json(ckpt.meta["data"])
+    if ckpt.train_state.get("init_from"):
+        return load(source, run_dir, log, progress, ckpt.vocab, keep, verify)
+    found = load(source, run_dir, log, progress, keep=keep, verify=verify)
+    if found.vocab != ckpt.vocab:
+        raise LMError(
+            f"the vocabulary of the data ({len(found.vocab)} types) does not match the "
+            f"checkpoint's ({len(ckpt.vocab)}): the training files changed since the run"
+        )
+    return found
 
 
 def save(run_dir: str | Path, corpus: Corpus, given_vocab: bool = False) -> None:
@@ -82,7 +97,7 @@ def unchanged(f: dict, verify: bool) -> bool:
 
 def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
     try:
-        meta = json.loads((run_dir / CACHE).read_text())
+        meta = json.loads((run_dir / TOKENS).read_text())
         if meta.get("version") != VERSION or meta.get("source") != source.to_json():
             return None
         cached = Vocab.from_json(meta["vocab"])
@@ -90,7 +105,7 @@ def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
             return None
         if not all(unchanged(f, verify) for f in meta["files"]):
             return None
-        ids = {s: np.load(split_path(run_dir, s), mmap_mode="r", allow_pickle=False)
+        ids = {s: np.load(tokens_path(run_dir, s), mmap_mode="r", allow_pickle=False)
                for s in meta["lengths"]}  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None  # missing, unreadable or not ours: tokenise again
@@ -101,7 +116,6 @@ def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
 
 
 def _write(run_dir: Path, corpus: Corpus, given_vocab: bool) -> None:
-
     splits = {s: getattr(corpus, s) for s in SPLITS if getattr(corpus, s) is not None}
     meta = {
         "version": VERSION,
@@ -115,10 +129,10 @@ def _write(run_dir: Path, corpus: Corpus, given_vocab: bool) -> None:
         "unknown": corpus.unknown,
     }
     try:
-        (run_dir / CACHE).unlink(missing_ok=True)  # no JSON describing half-written ids
+        (run_dir / TOKENS).unlink(missing_ok=True)  # no JSON describing half-written ids
         for s, ids in splits.items():  # streamed to the file: a gigabyte is not held twice
-            write_atomic(split_path(run_dir, s), lambda f, ids=ids: np.save(f, ids))
-        write_atomic(run_dir / CACHE, json.dumps(meta).encode())
-        (run_dir / OLD_CACHE).unlink(missing_ok=True)
+            write_atomic(tokens_path(run_dir, s), lambda f, ids=ids: np.save(f, ids))
+        write_atomic(run_dir / TOKENS, json.dumps(meta).encode())
+        (run_dir / OLD_TOKENS).unlink(missing_ok=True)
     except (LMError, OSError):
         pass  # a cache that cannot be written costs time later, nothing else

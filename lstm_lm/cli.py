@@ -25,7 +25,7 @@ import numpy as np
 from click.core import ParameterSource
 from rich.table import Table
 
-from lstm_lm import LMError, __version__, checkpoint, parallel
+from lstm_lm import LMError, __version__, cache, checkpoint, parallel, rundir
 from lstm_lm.adapt import (
     CACHE_LAMBDA,
     CACHE_SIZE,
@@ -70,10 +70,11 @@ from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
 from lstm_lm.plot import save as save_figure
-from lstm_lm.runs import STRUCTURE, Run, default_out, init_run, new_run, resume_run
+from lstm_lm.rundir import default_out
+from lstm_lm.runs import STRUCTURE, Run, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_document, score_lines, split_lines
-from lstm_lm.train import METRICS, validation_batch
+from lstm_lm.train import validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,
@@ -234,7 +235,7 @@ CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run 
 
 def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
     """Load CKPT, saying which file a run directory resolved to."""
-    path = checkpoint.resolve_path(ckpt)
+    path = rundir.resolve(ckpt)
     if path != ckpt:
         con.log.print(f"using {path}")
     return checkpoint.load(path)
@@ -532,7 +533,7 @@ def plan(opts: dict, out: Path | None, resume: Path | None, init_from: Path | No
     out_origin = "option" if out is not None else "default"
     if init_from is not None:
         where, model_changes, train_changes = fine_tune_options(opts)
-        path = checkpoint.resolve_path(init_from)
+        path = rundir.resolve(init_from)
         c = checkpoint.load(path)
         source = data_source(c.vocab.level, **where, max_vocab=None, min_count=None)
         model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
@@ -549,7 +550,7 @@ def plan(opts: dict, out: Path | None, resume: Path | None, init_from: Path | No
         out = out or default_out(source, preset)
     else:
         changes = resume_changes(opts)
-        path = checkpoint.newest(resume) if resume.is_dir() else resume
+        path = rundir.newest(resume) if resume.is_dir() else resume
         c = checkpoint.load(path)
         model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
         values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
@@ -685,7 +686,7 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
             run.fit(on_event=view, should_stop=asked)
         except KeyboardInterrupt:
             view.stop_bar()
-            if checkpoint.saved(run.out):
+            if rundir.saved(run.out):
                 con.err.print(f"aborted; {run.out} holds what was saved last: "
                               f"lstm-lm train --resume {run.out}")  # fmt: skip
             else:
@@ -834,7 +835,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
     c, ids, name, batch_size = world.together(
         lambda: eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
     )
-    path = checkpoint.resolve_path(ckpt)
+    path = rundir.resolve(ckpt)
     rms, statistics = None, None
     if dynamic_settings is not None:
         rms, statistics = dynamic_statistics(con, c, path, dynamic_settings.bptt, verify)
@@ -864,8 +865,7 @@ def dynamic_statistics(con: Consoles, c, path: Path, bptt: int, verify: bool):
     steps), said in one line."""
     try:
         with FetchView(con.log) as fetch:
-            run_dir = path.parent if (path.parent / METRICS).exists() else None
-            train = c.load_corpus(**fetch.hooks, run_dir=run_dir, verify=verify).train
+            train = cache.trained_on(c, rundir.run_of(path), **fetch.hooks, verify=verify).train
     except LMError as e:
         con.log.print(
             f"dynamic evaluation without gradient statistics (plain SGD steps, the "
@@ -913,10 +913,9 @@ def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | No
         warn_unknown(con, c.vocab, unknown)
         name = str(text_file)
     else:
-        path = checkpoint.resolve_path(ckpt)
-        run_dir = path.parent if (path.parent / METRICS).exists() else None  # its token ids
+        path = rundir.resolve(ckpt)
         with FetchView(con.log) as fetch:
-            corpus = c.load_corpus(**fetch.hooks, run_dir=run_dir, verify=verify)
+            corpus = cache.trained_on(c, rundir.run_of(path), **fetch.hooks, verify=verify)
         if split is None and corpus.test is None:
             con.log.print("the run's data has no test split: evaluating on valid")
         name = split or ("test" if corpus.test is not None else "valid")
@@ -1042,7 +1041,7 @@ def score(ckpt, file, log10, as_json, per_token, batch_size, cache_size, cache_t
     else:
         rms = None
         if dyn is not None:
-            rms, _ = dynamic_statistics(con, c, checkpoint.resolve_path(ckpt), dyn.bptt, False)
+            rms, _ = dynamic_statistics(con, c, rundir.resolve(ckpt), dyn.bptt, False)
         scores = score_document(
             c.vocab, lines, lambda ids: document_nll(c.model, ids, cache, dyn, rms)
         )
@@ -1088,9 +1087,9 @@ def info(ckpt, as_json):
     con = Consoles()
     c = open_checkpoint(con, ckpt)
     if as_json:
-        con.out.print(json.dumps(info_json(c, checkpoint.resolve_path(ckpt))))
+        con.out.print(json.dumps(info_json(c, rundir.resolve(ckpt))))
         return
-    table = Table(title=str(checkpoint.resolve_path(ckpt)), show_header=False)
+    table = Table(title=str(rundir.resolve(ckpt)), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for k, v in info_rows(c):

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lstm_lm import LMError, checkpoint
+from lstm_lm import LMError
 from lstm_lm.atomic import write_atomic
+
+if TYPE_CHECKING:  # checkpoint reads exported files through this module
+    from lstm_lm.checkpoint import Checkpoint
 
 META_KEYS = ("format", "version", "lstm_lm", "config", "train_config", "vocab", "data")
 
@@ -31,7 +35,7 @@ def _library():
     return safetensors
 
 
-def export(ckpt: checkpoint.Checkpoint, path: str | Path) -> Path:
+def export(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write the checkpoint's model as a .safetensors file (atomically)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in ckpt.model.saved_arrays().items()}
     meta = {k: ckpt.meta[k] for k in META_KEYS if k in ckpt.meta}

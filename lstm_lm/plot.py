@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lstm_lm import LMError
 from lstm_lm.atomic import write_atomic
-from lstm_lm.train import METRICS
+from lstm_lm.rundir import METRICS
 
 X_AXES = {"step": "step", "tokens": "tokens", "minutes": "elapsed", "epoch": "epoch"}
 INSTALL = "pip install 'lstm-lm[plot]' (in a checkout: pip install '.[plot]')"

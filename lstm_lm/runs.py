@@ -13,22 +13,15 @@ import numpy as np
 from lstm_lm import LMError, cache, checkpoint
 from lstm_lm.adaptive import frequency_order
 from lstm_lm.atomic import write_atomic
-from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import RESUMABLE, Settings, TrainConfig
-from lstm_lm.data import STDIN, UNK, Corpus, DataSource
+from lstm_lm.data import UNK, Corpus, DataSource
 from lstm_lm.download import Log, Progress
 from lstm_lm.losses import perplexity
 from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel
 from lstm_lm.parallel import Group
-from lstm_lm.train import (
-    RUNS,
-    TrainState,
-    evaluate,
-    fit,
-    stop_reason,
-    validation_batch,
-)
+from lstm_lm.rundir import BEST, check_free, default_out, newest, resolve
+from lstm_lm.train import TrainState, evaluate, fit, stop_reason, validation_batch
 
 
 @dataclass
@@ -77,11 +70,8 @@ def new_run(
     directory: `out`, or a fresh `runs/<name>` (default name: `ptb` or the data's name, with
     `-char` at char level). Refuses a directory that already holds a run."""
     out = Path(out) if out is not None else default_out(source, name)
-    if (out / LAST).exists() or (out / BEST).exists():
-        raise LMError(
-            f"{out} already holds a run; continue it with --resume {out}, or choose another --out"
-        )
-    corpus = cache.load_corpus(source, out, log, progress, keep=False)
+    check_free(out, f"continue it with --resume {out}, or choose another --out")
+    corpus = cache.load(source, out, log, progress, keep=False)
     tc = settings.train
     rng = np.random.default_rng(tc.seed)
     config = settings.model_config(len(corpus.vocab))
@@ -91,22 +81,6 @@ def new_run(
     )
     model = LanguageModel.init(config, rng, tc.dtype, order)
     return Run(model, corpus, tc, out, rng)
-
-
-def default_out(source: DataSource, name: str | None = None) -> Path:
-    """runs/<name> (default name: `ptb`, the data directory's or file's name, or `stdin`; with
-    `-char` at char level), or runs/<name>-2, -3, ... when that holds files already."""
-    if name is None and source.ptb_dir is not None:
-        name = "ptb"
-    elif name is None:
-        d, f = source.data_dir, source.train
-        name = Path(d).name if d is not None else "stdin" if f == STDIN else Path(f).stem
-    if source.level == "char" and name != "char":
-        name += "-char"
-    out, n = RUNS / name, 2
-    while out.exists() and any(out.iterdir()):
-        out, n = RUNS / f"{name}-{n}", n + 1
-    return out
 
 
 def resume_run(
@@ -127,17 +101,16 @@ def resume_run(
     fixed = sorted(set(changes) - set(RESUMABLE))
     if fixed:
         raise LMError(f"a resumed run keeps its configuration; cannot change {', '.join(fixed)}")
-    path = checkpoint.newest(path) if Path(path).is_dir() else Path(path)
+    path = newest(path) if Path(path).is_dir() else Path(path)
     ckpt = checkpoint.load(path)
     if "rng" not in ckpt.train_state:
         raise LMError(f"{path}: an exported model holds no training state; resume from the "
                       "run's last.npz or best.npz")  # fmt: skip
     tc = dataclasses.replace(ckpt.train_config, **changes)
-    corpus = ckpt.load_corpus(log, progress, run_dir=path.parent, keep=False, verify=verify)
+    corpus = cache.trained_on(ckpt, path.parent, log, progress, keep=False, verify=verify)
     out = Path(out) if out is not None else path.parent
     if out.resolve() != path.parent.resolve():
-        if (out / LAST).exists() or (out / BEST).exists():
-            raise LMError(f"{out} already holds a run; choose another --out")
+        check_free(out)
         if (path.parent / BEST).exists():
             write_atomic(out / BEST, (path.parent / BEST).read_bytes())
     return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)
@@ -179,18 +152,17 @@ def init_run(
     fixed = sorted(set(model_changes) & set(STRUCTURE))
     if fixed:
         raise LMError(f"the model comes from the checkpoint; cannot change {', '.join(fixed)}")
-    path = checkpoint.resolve_path(path)
+    path = resolve(path)
     ckpt = checkpoint.load(path)
     if source.level != ckpt.vocab.level:
         raise LMError(f"{path} is a {ckpt.vocab.level}-level model; its data is read at that level")
     out = Path(out) if out is not None else default_out(source, name)
-    if (out / LAST).exists() or (out / BEST).exists():
-        raise LMError(f"{out} already holds a run; choose another --out")
+    check_free(out)
     keep = {f.name for f in dataclasses.fields(TrainConfig)} - {"max_steps", "max_tokens",
                                                                  "max_minutes"}  # fmt: skip
     tc = TrainConfig(**{**{k: getattr(ckpt.train_config, k) for k in keep}, **train_changes})
     rng = np.random.default_rng(tc.seed)
-    corpus = cache.load_corpus(source, out, log, progress, vocab=ckpt.vocab, keep=False)
+    corpus = cache.load(source, out, log, progress, vocab=ckpt.vocab, keep=False)
     params = {k: a.astype(tc.dtype) for k, a in ckpt.model.params.items()}
     model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params,
                           order=ckpt.model.output.arrays().get("order"))  # fmt: skip
@@ -210,7 +182,7 @@ def init_run(
             added += _listed(corpus.unknown)
             vocab = ckpt.vocab.extended(corpus.unknown)
             model = extend_vocabulary(model, len(vocab), rng)
-            corpus = cache.load_corpus(source, out, log, progress, vocab=vocab, keep=False)
+            corpus = cache.load(source, out, log, progress, vocab=vocab, keep=False)
             corpus.notes.append(added)
     check_memory(model.config, tc)
     nll, n = evaluate(model, corpus.valid, validation_batch(tc, len(corpus.valid)))

@@ -28,7 +28,6 @@ import numpy as np
 
 from lstm_lm import LMError, cache, checkpoint, dropout
 from lstm_lm.atomic import remove_stale_temporaries, write_atomic
-from lstm_lm.checkpoint import BEST, LAST
 from lstm_lm.config import TrainConfig
 from lstm_lm.data import (
     Corpus,
@@ -43,10 +42,7 @@ from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.model import LanguageModel, State
 from lstm_lm.optim import ASGD, OPTIMIZERS, SGD, clip_global_norm_
 from lstm_lm.parallel import Group, RanksError
-
-METRICS = "metrics.jsonl"  # in a run directory: one JSON line per evaluation
-RUNS = Path("runs")  # where runs go without --out
-
+from lstm_lm.rundir import BEST, LAST, METRICS
 
 # Evaluation carries the state from window to window, so the window length changes no
 # result; windows of about this many tokens (B x T) give the output layer products large

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from lstm_lm import checkpoint
 from lstm_lm.adapt import Cache, Dynamic, evaluate_adapted, rms_path
+from lstm_lm.cache import trained_on
 from lstm_lm.cli import main
 from lstm_lm.config import ModelConfig
 from lstm_lm.dropout import Masks
@@ -189,7 +190,7 @@ def test_dynamic_evaluation_approaches_a_new_chains_true_perplexity(
     data, true_ppl = related_chain_corpus
     ckpt = checkpoint.load(out)
     ids, _ = ckpt.vocab.encode((data / "train.txt").read_text()[:24_000])
-    rms = gradient_rms(ckpt.model, ckpt.load_corpus().train, 16, 5, 20_000)
+    rms = gradient_rms(ckpt.model, trained_on(ckpt).train, 16, 5, 20_000)
     static, n = evaluate(ckpt.model, ids, 1)
     adapted, _ = evaluate_adapted(ckpt.model, ids, 1, None, Dynamic(0.003, 0.0, 5), rms)
     static, adapted = np.exp(static / n), np.exp(adapted / n)

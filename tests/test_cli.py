@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import __version__, checkpoint, views
+from lstm_lm import __version__, cache, checkpoint, views
 from lstm_lm.cli import main
 from lstm_lm.config import TrainConfig
 
@@ -62,7 +62,7 @@ def test_eval_table_and_json(tiny_run):
     assert set(res) == {"split", "tokens", "nll", "ppl", "bpc"}
     assert (res["split"], res["tokens"], res["bpc"]) == ("valid", 4000, None)
     c = checkpoint.load(tiny_run)
-    expected = stepwise_nll(c.model, c.load_corpus().valid)
+    expected = stepwise_nll(c.model, cache.trained_on(c).valid)
     assert res["nll"] == pytest.approx(expected, rel=1e-5)
     assert res["ppl"] == pytest.approx(np.exp(expected), rel=1e-5)
     for batch in (1, 3, 4, 100, 4000):  # every token but the first scored, whatever the batch

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint
+from lstm_lm import archive, checkpoint
 from lstm_lm.cli import main
 from lstm_lm.data import DataSource
 from lstm_lm.runs import init_run
@@ -41,11 +41,9 @@ def test_a_model_of_one_chain_learns_a_related_one_faster_than_from_scratch(
     assert r.exit_code == 0, r.output
     fine, scratch = steps_to(tmp_path / "ft", true_b), steps_to(tmp_path / "scratch", true_b)
     assert fine <= 300 and fine < scratch, (fine, scratch)
-    st = checkpoint.read_meta(tmp_path / "ft" / "last.npz")["train_state"]
+    st = archive.read_meta(tmp_path / "ft" / "last.npz")["train_state"]
     assert st["init_from"]["path"] == str((run_a / "best.npz").absolute())
-    assert (
-        st["init_from"]["step"] == checkpoint.read_meta(run_a / "best.npz")["train_state"]["step"]
-    )
+    assert st["init_from"]["step"] == archive.read_meta(run_a / "best.npz")["train_state"]["step"]
 
 
 @pytest.fixture(scope="module")

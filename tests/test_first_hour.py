@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint, views
+from lstm_lm import archive, rundir, views
 from lstm_lm.cli import main
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10"]
@@ -60,7 +60,7 @@ def test_max_minutes_stops_saves_and_resumes(own_text, tmp_path):
                "--out", out)  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "(--max-minutes reached)" in r.stderr
-    st = checkpoint.read_meta(out / "last.npz")["train_state"]
+    st = archive.read_meta(out / "last.npz")["train_state"]
     assert 0.3 <= st["elapsed"] and st["epoch"] < 1000
     r = invoke("train", "--resume", out)  # the budget is spent
     assert r.exit_code == 0
@@ -70,7 +70,7 @@ def test_max_minutes_stops_saves_and_resumes(own_text, tmp_path):
     )
     r = invoke("train", "--resume", out, "--max-minutes", 0.01, "--quiet")
     assert r.exit_code == 0, r.output
-    later = checkpoint.read_meta(out / "last.npz")["train_state"]
+    later = archive.read_meta(out / "last.npz")["train_state"]
     assert later["step"] > st["step"] and later["elapsed"] >= 0.6
     r = invoke("train", "--train", own_text, "--max-minutes", 0, "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--max-minutes" in r.output
@@ -86,7 +86,7 @@ def test_resuming_a_finished_run_says_so_and_how_to_go_on(own_text, tmp_path):
     assert f"lstm-lm train --resume {out} --epochs N (N > 1)" in r.stderr
     assert "done" not in r.stderr and {p.name: p.read_bytes() for p in out.iterdir()} == before
     r = invoke("train", "--resume", out, "--epochs", 2, "--quiet")
-    assert r.exit_code == 0 and checkpoint.read_meta(out / "last.npz")["train_state"]["epoch"] == 3
+    assert r.exit_code == 0 and archive.read_meta(out / "last.npz")["train_state"]["epoch"] == 3
 
 
 def test_eval_of_ones_own_text_takes_valid_and_agrees_with_training(own_text, tmp_path):
@@ -98,7 +98,7 @@ def test_eval_of_ones_own_text_takes_valid_and_agrees_with_training(own_text, tm
     assert "the run's data has no test split: evaluating on valid" in r.stderr
     result = json.loads(r.stdout)
     assert result["split"] == "valid"
-    trained = checkpoint.read_meta(out / "best.npz")["train_state"]["best_valid"]
+    trained = archive.read_meta(out / "best.npz")["train_state"]["best_valid"]
     assert result["nll"] == trained  # the same streams, the same sums
     assert (
         json.loads(invoke("info", out, "--json").stdout)["progress"]["best_valid_loss"] == trained
@@ -145,7 +145,7 @@ def test_a_double_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(
     assert err.strip().splitlines()[-1] == (
         f"aborted before the first checkpoint: nothing was saved in {out}"
     )
-    assert not checkpoint.saved(out)
+    assert not rundir.saved(out)
 
 
 def test_help_texts():

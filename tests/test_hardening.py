@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import atomic, checkpoint
+from lstm_lm import archive, atomic, checkpoint, rundir
 from lstm_lm.cli import main
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10", "--quiet"]
@@ -64,7 +64,7 @@ def test_a_huge_learning_rate_ends_in_a_line_not_a_traceback(markov_corpus, tmp_
         "Error: the loss diverged (valid ppl 1.0e+304 at step 20): lower --lr; nothing was "
         "saved yet"
     ]
-    assert not checkpoint.saved(out) and not (out / "metrics.jsonl").read_text()
+    assert not rundir.saved(out) and not (out / "metrics.jsonl").read_text()
 
 
 @pytest.mark.parametrize("args", [
@@ -222,7 +222,7 @@ def test_resume_takes_the_newest_checkpoint_of_a_directory(tiny_run, tmp_path):
     # as after a crash between the two saves: best.npz ahead of last.npz
     (run / "last.npz").write_bytes((tiny_run / "last.npz").read_bytes())  # step 60
     (run / "best.npz").write_bytes((tmp_path / "later" / "last.npz").read_bytes())  # step 65
-    assert checkpoint.newest(run) == run / "best.npz"
+    assert rundir.newest(run) == run / "best.npz"
     (run / ".last.npz.k9x2.tmp").write_bytes(b"PK half a checkpoint")  # what a kill leaves
     r = invoke("train", "--resume", run, "--max-steps", 66)
     assert r.exit_code == 0, r.output
@@ -290,11 +290,11 @@ def test_kill_9_at_random_moments_loses_only_the_work_since_the_last_save(markov
     rng, steps = np.random.default_rng(0), []
     for _ in range(4):
         resume = (out / "last.npz").exists()
-        before = checkpoint.read_meta(out / "last.npz")["train_state"]["step"] if resume else 0
+        before = archive.read_meta(out / "last.npz")["train_state"]["step"] if resume else 0
         cmd = ["--resume", out, "--max-steps", 3000] if resume else [*common, "--out", out]
         p = subprocess.Popen(lstm_lm("train", *cmd), stderr=subprocess.PIPE)
         deadline = time.time() + 60
-        while time.time() < deadline and (not (out / "last.npz").exists() or checkpoint.read_meta(
+        while time.time() < deadline and (not (out / "last.npz").exists() or archive.read_meta(
                 out / "last.npz")["train_state"]["step"] <= before):  # fmt: skip
             time.sleep(0.01)  # until this round has saved at least once
         time.sleep(rng.uniform(0, 0.3))
@@ -304,7 +304,7 @@ def test_kill_9_at_random_moments_loses_only_the_work_since_the_last_save(markov
         for f in (out / "best.npz", out / "last.npz"):
             if f.exists():
                 checkpoint.load(f)  # complete, whatever the moment of the kill
-        steps.append(checkpoint.read_meta(checkpoint.newest(out))["train_state"]["step"])
+        steps.append(archive.read_meta(rundir.newest(out))["train_state"]["step"])
     assert steps == sorted(steps) and steps[-1] < 3000  # each round got further
     r = invoke("train", "--resume", out)
     assert r.exit_code == 0, r.output

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from lstm_lm import parallel
-from lstm_lm.checkpoint import read_meta
+from lstm_lm.archive import read_meta
 from lstm_lm.parallel import launcher, mpiexec_command
 
 pytest.importorskip("mpi4py")

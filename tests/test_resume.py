@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint
+from lstm_lm import archive
 from lstm_lm.cli import main
 
 BASE = "--layers 1 --hidden 8 --batch-size 4 --bptt 5 --epochs 3 --decay-after 1 --seed 7 --quiet"
@@ -45,7 +45,7 @@ def contents(path):
     """Every array of a checkpoint, and what in its header decides the next step."""
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "meta"}
-    st = checkpoint.read_meta(path)["train_state"]
+    st = archive.read_meta(path)["train_state"]
     keys = ("step", "epoch", "window", "tokens", "rng", "asgd_from", "scheduled_losses")
     return arrays, {k: st[k] for k in keys}
 
@@ -54,7 +54,7 @@ def assert_identical(straight, split):
     """last.npz the same to the bit; best.npz too, unless the split run's extra evaluation
     (where it stopped, at step 20) was its best: a model the straight run never evaluated."""
     names = ["last.npz"]
-    if checkpoint.read_meta(split / "best.npz")["train_state"]["step"] != 20:
+    if archive.read_meta(split / "best.npz")["train_state"]["step"] != 20:
         names.append("best.npz")
     for name in names:
         (A, wa), (B, wb) = contents(straight / name), contents(split / name)
@@ -101,7 +101,7 @@ def test_resume_is_bit_identical_with_asgd(corpus, tmp_path, when, expected):
     straight, split = train_and_resume(corpus, tmp_path, [str(a) for a in args])
     assert_identical(straight, split)
     arrays, where = contents(straight / "last.npz")
-    asgd_from = checkpoint.read_meta(straight / "last.npz")["train_state"]["asgd_from"]
+    asgd_from = archive.read_meta(straight / "last.npz")["train_state"]["asgd_from"]
     assert asgd_from is not None and expected(asgd_from)
     assert "opt.iterate.l0.W" in arrays and int(arrays["opt.n"]) == 30 - asgd_from + 1
     assert "opt.since.l0.W" in arrays and "opt.since.Wy" not in arrays  # token rows: lazily

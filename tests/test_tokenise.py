@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint, tokenise
+from lstm_lm import cache, checkpoint, tokenise
 from lstm_lm.cli import main
 from lstm_lm.data import DataSource, Vocab, build_vocab, load_corpus
 from lstm_lm.tokenise import UNK, id_dtype
@@ -122,7 +122,7 @@ def test_valid_tokens_limits_validation_not_eval(tmp_path):
     c = checkpoint.load(out)
     from lstm_lm.train import evaluate
 
-    nll, n = evaluate(c.model, c.load_corpus().valid[:200], 4)
+    nll, n = evaluate(c.model, cache.trained_on(c).valid[:200], 4)
     assert c.train_state["best_valid"] == pytest.approx(nll / n, rel=1e-6)
     r = CliRunner().invoke(main, ["eval", str(out), "--json"])
     assert r.exit_code == 0 and '"tokens": 989' in r.stdout  # eval takes the whole split
@@ -136,26 +136,24 @@ def test_the_cache_is_memory_mapped_and_checked_by_size_and_time(tmp_path, monke
     every file; a cache cut short (no JSON) is rebuilt."""
     import os
 
-    from lstm_lm import cache
-
     text = tmp_path / "t.txt"
     text.write_text("some text of mine\nand more of it\n" * 300)
     source = DataSource("char", train=str(text))
-    first = cache.load_corpus(source, tmp_path)
+    first = cache.load(source, tmp_path)
     hashed = []
     real = cache.sha256_file
     monkeypatch.setattr(cache, "sha256_file", lambda p: hashed.append(p) or real(p))
-    again = cache.load_corpus(source, tmp_path)
+    again = cache.load(source, tmp_path)
     assert again.cached and isinstance(again.train, np.memmap) and hashed == []
     assert np.array_equal(again.train, first.train) and again.train.dtype == np.uint8
     assert np.array_equal(again.valid, first.valid) and again.vocab == first.vocab
     st = text.stat()
     os.utime(text, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, the same bytes
-    assert cache.load_corpus(source, tmp_path).cached and len(hashed) == 1
-    assert cache.load_corpus(source, tmp_path, verify=True).cached and len(hashed) == 2
+    assert cache.load(source, tmp_path).cached and len(hashed) == 1
+    assert cache.load(source, tmp_path, verify=True).cached and len(hashed) == 2
     (tmp_path / "tokens.json").unlink()
-    assert not cache.load_corpus(source, tmp_path).cached  # tokenised and cached again
-    assert cache.load_corpus(source, tmp_path).cached
+    assert not cache.load(source, tmp_path).cached  # tokenised and cached again
+    assert cache.load(source, tmp_path).cached
 
 
 def test_train_and_eval_take_verify(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import checkpoint
+from lstm_lm import archive, checkpoint
 from lstm_lm.cli import main
 from lstm_lm.config import ModelConfig, TrainConfig, resolve
 from lstm_lm.data import DataSource
@@ -162,7 +162,7 @@ def test_divergence_keeps_the_checkpoints_from_before_it(markov_corpus, tmp_path
         assert arrays(out / name).keys() == arrays(tmp_path / "good" / name).keys()
         for k, a in arrays(out / name).items():
             assert a.tobytes() == arrays(tmp_path / "good" / name)[k].tobytes(), (name, k)
-        assert checkpoint.read_meta(out / name)["train_state"]["step"] == 20
+        assert archive.read_meta(out / name)["train_state"]["step"] == 20
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [10, 20]
 
@@ -179,7 +179,7 @@ def test_a_save_between_evaluations_refuses_diverged_weights(markov_corpus, tmp_
     with pytest.raises(Diverged, match=r"diverged \(train ppl .* at step 19\)"):
         run.fit(on_event=lambda e: e.kind == "step" and steps.append(e.state.step),
                 should_stop=lambda: len(steps) >= 19)  # fmt: skip
-    assert checkpoint.read_meta(run.out / "last.npz")["train_state"]["step"] == 10
+    assert archive.read_meta(run.out / "last.npz")["train_state"]["step"] == 10
 
 
 def test_run_directory_and_metrics(tiny_run):
