@@ -1,5 +1,5 @@
 """Evaluation that adapts to the text being scored: a neural cache (`neural_cache`), dynamic
-evaluation (`dynamic`), or both, as scorers for `train.evaluate`; the gradient statistics
+evaluation (`dynamic`), or both, as scorers for `evaluation.evaluate`; the gradient statistics
 dynamic evaluation reads, cached beside the checkpoint; and the grids that tune their
 settings on a validation text.
 
@@ -22,9 +22,9 @@ import numpy as np
 from lstm_lm import LMError
 from lstm_lm.atomic import write_atomic
 from lstm_lm.dynamic import DynamicEvaluation, gradient_rms
+from lstm_lm.evaluation import evaluate
 from lstm_lm.model import LanguageModel
 from lstm_lm.neural_cache import NeuralCache
-from lstm_lm.train import evaluate
 
 # Defaults: Grave et al.'s and Merity et al.'s cache over 2,000 pairs; Krause et al.'s
 # segments of 5 tokens. theta, lambda, lr and decay are the model's to tune (--tune).
@@ -63,7 +63,7 @@ def evaluate_adapted(model: LanguageModel, ids: np.ndarray, batch_size: int,
                      cache: Cache | None = None, dynamic: Dynamic | None = None,
                      rms: dict[str, np.ndarray] | None = None, group=None,
                      progress: Progress | None = None) -> tuple[float, int]:  # fmt: skip
-    """Summed NLL and targets of `ids` (as train.evaluate) with a cache, dynamic evaluation
+    """Summed NLL and targets of `ids` (as evaluation.evaluate) with a cache, dynamic evaluation
     (one stream, in segments of dynamic.bptt; `rms` its gradient statistics, None for plain
     SGD steps), both or neither. The model's parameters are what they were afterwards."""
     if dynamic is not None and batch_size != 1:
@@ -108,12 +108,12 @@ def document_nll(model: LanguageModel, ids: np.ndarray, cache: Cache | None = No
 
 
 def plain_scorer(model: LanguageModel):
-    """A train.evaluate scorer: the model's NLL of each target."""
+    """A evaluation.evaluate scorer: the model's NLL of each target."""
     return lambda x, y, state, rows: model.token_nll(x, y, state)
 
 
 def cached_scorer(model: LanguageModel, cache: NeuralCache):
-    """A train.evaluate scorer: the model's NLL mixed with the cache's."""
+    """A evaluation.evaluate scorer: the model's NLL mixed with the cache's."""
 
     def score(x, y, state, rows):
         nll, top, final = model.token_nll_and_top(x, y, state)

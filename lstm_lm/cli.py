@@ -61,6 +61,7 @@ from lstm_lm.config import (
 )
 from lstm_lm.data import DataSource, read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
+from lstm_lm.evaluation import validation_batch
 from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
@@ -74,7 +75,6 @@ from lstm_lm.rundir import default_out
 from lstm_lm.runs import STRUCTURE, Run, init_run, new_run, resume_run
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_document, score_lines, split_lines
-from lstm_lm.train import validation_batch
 from lstm_lm.views import (
     Consoles,
     FetchView,

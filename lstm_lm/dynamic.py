@@ -67,7 +67,7 @@ def _plain(model: LanguageModel) -> LanguageModel:
 
 
 class DynamicEvaluation:
-    """A scorer for `train.evaluate` that adapts the model's parameters in place (callers keep
+    """A scorer for `evaluation.evaluate` that adapts the model's parameters in place (callers keep
     or restore a copy: `restore`); optionally mixing a neural cache into the scores."""
 
     def __init__(

@@ -16,12 +16,13 @@ from lstm_lm.atomic import write_atomic
 from lstm_lm.config import RESUMABLE, Settings, TrainConfig
 from lstm_lm.data import UNK, Corpus, DataSource
 from lstm_lm.download import Log, Progress
+from lstm_lm.evaluation import evaluate, validation_batch
 from lstm_lm.losses import perplexity
 from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel
 from lstm_lm.parallel import Group
 from lstm_lm.rundir import BEST, check_free, default_out, newest, resolve
-from lstm_lm.train import TrainState, evaluate, fit, stop_reason, validation_batch
+from lstm_lm.train import TrainState, fit, stop_reason
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Training with truncated BPTT, and exact evaluation.
+"""Training with truncated BPTT.
 
 `fit` walks the windows of the training stream with the hidden state carried (detached)
 from one window to the next, evaluates on valid at every epoch end (and every
@@ -7,7 +7,7 @@ metrics.jsonl there. It never prints: progress goes to an `on_event` callback.
 Everything that decides the next step (parameters, optimiser memory, RNG state, epoch,
 window, hidden state) is saved, so a resumed run is bit-identical to an uninterrupted one.
 `lstm_lm.runs` prepares what `fit` needs for a run directory (`new_run`, `resume_run`,
-`init_run`).
+`init_run`); `lstm_lm.evaluation` computes the validation loss.
 
 The objective is the loss summed over the T steps of a window and averaged over the
 batch (Zaremba et al. 2014), i.e. `scale = T` times the mean per-token NLL.
@@ -31,108 +31,17 @@ from lstm_lm.atomic import remove_stale_temporaries, write_atomic
 from lstm_lm.config import TrainConfig
 from lstm_lm.data import (
     Corpus,
-    as_index,
     batchify,
     check_fits,
-    eval_streams,
     num_windows,
     window,
 )
+from lstm_lm.evaluation import evaluate, validation_batch
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.model import LanguageModel, State
 from lstm_lm.optim import ASGD, OPTIMIZERS, SGD, clip_global_norm_
 from lstm_lm.parallel import Group, RanksError
 from lstm_lm.rundir import BEST, LAST, METRICS
-
-# Evaluation carries the state from window to window, so the window length changes no
-# result; windows of about this many tokens (B x T) give the output layer products large
-# enough to use the cores (PTB valid at batch 1, 2 x 200: 6.3 s in windows of 20 tokens,
-# 4.0 s in windows of 400 or 1,000, the same NLL to 10 digits).
-EVAL_WINDOW_TOKENS = 512
-# Each evaluation stream after the first reads this many tokens of the text before it, not
-# scored, before its first target, so B streams give one stream's figure at B streams' speed:
-# after 2,000 steps of `small` (B 20) PTB valid / test NLL were 7e-7 / 4e-8 from batch 1's,
-# after 1,500 of `char` (B 32) 1e-6 / 5e-8 (streams from a fresh state: 3e-5 / 1e-4 and
-# 2e-4 / 3e-4; 64 tokens of context: 1e-5 / 8e-8 and 1e-7 / 1e-6).
-EVAL_CONTEXT = 256
-
-
-# scorer(x, y, state, rows) -> (NLL of each target (B, T), final state): how evaluate scores a
-# window in the model's place; rows, a slice, are its streams among this rank's (the
-# remainder: the last).
-Scorer = Callable[[np.ndarray, np.ndarray, State, slice], tuple[np.ndarray, State]]
-
-
-def evaluate(
-    model: LanguageModel,
-    ids: np.ndarray,
-    batch_size: int = 1,
-    bptt: int | None = None,
-    group: Group | None = None,
-    scorer: Scorer | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[float, int]:
-    """Summed NLL (nats) and number of targets over a whole stream: every token but the first,
-    in B streams (`eval_streams`), each after the first primed with up to EVAL_CONTEXT tokens
-    of the text before it, the state carried across windows of `bptt` steps (default: about
-    EVAL_WINDOW_TOKENS tokens a window). Over a group of ranks each takes a contiguous share of
-    the B streams, the one holding the last also the remainder, and the sums are the whole
-    stream's. `scorer` scores each window in the model's place (a neural cache, dynamic
-    evaluation); `progress(targets done, targets)` is called after each window."""
-    group = group or Group()
-    scorer = scorer or (lambda x, y, state, rows: model.nll(x, y, state))
-    bptt = bptt or -(-EVAL_WINDOW_TOKENS // batch_size)
-    data, rest = eval_streams(ids, batch_size)
-    windows = num_windows(data, bptt)
-    share = group.share(batch_size)
-    state = primed_state(model, ids, data.shape[1] - 1, range(share.start, share.stop), bptt)
-    data = data[share]
-    total, count, streams = 0.0, 0, slice(0, len(data))
-    expected = data.shape[0] * (data.shape[1] - 1)
-    expected += max(len(rest) - 1, 0) * (share.stop == batch_size)
-    for i in range(windows if len(data) else 0):
-        x, y = window(data, i, bptt)
-        nll, state = scorer(x, y, state, streams)
-        total += float(np.sum(nll))
-        count += y.size
-        if progress:
-            progress(count, expected)
-    if len(data) and share.stop == batch_size and len(rest) > 1:  # the last row goes on
-        last = [tuple(s[-1:] for s in layer) for layer in state]
-        x, y = as_index(rest[None, :-1]), as_index(rest[None, 1:])
-        for s in range(0, x.shape[1], bptt):  # in windows, as the rows were
-            nll, last = scorer(x[:, s : s + bptt], y[:, s : s + bptt], last,
-                               slice(len(data) - 1, len(data)))  # fmt: skip
-            total += float(np.sum(nll))
-            count += y[:, s : s + bptt].size
-        if progress:
-            progress(count, expected)
-    total, count = group.sum(total, count)
-    return total, int(count)
-
-
-def primed_state(model: LanguageModel, ids: np.ndarray, L: int, rows: range, bptt: int) -> State:
-    """The initial state of evaluation rows (of L steps each, `eval_streams`): fresh for row
-    0, which starts the text; for the others, the state after the (at most EVAL_CONTEXT)
-    tokens before the row's first token."""
-    state = model.init_state(len(rows))
-    W = min(EVAL_CONTEXT, L)
-    later = np.array([b for b in rows if b > 0], dtype=np.int64)  # rows with text before them
-    if not len(later) or not W:
-        return state
-    context = as_index(ids[later[:, None] * L - W + np.arange(W)])  # (R, W)
-    primed = model.init_state(len(later))
-    for i in range(0, W, bptt):
-        primed = model.advance(context[:, i : i + bptt], primed)
-    at = len(rows) - len(later)  # rows 1, 2, ... follow row 0 where this share has it
-    return [tuple(np.concatenate([s[:at], p]) for s, p in zip(fresh, warm))
-            for fresh, warm in zip(state, primed)]  # fmt: skip
-
-
-def validation_batch(tc: TrainConfig, tokens: int) -> int:
-    """The streams a run validates with, and `eval`'s default, so that their figures agree:
-    the training batch, fewer for a split too short to give each stream a window."""
-    return min(tc.batch_size, max(1, tokens // (tc.bptt + 1)))
 
 
 class Step(NamedTuple):

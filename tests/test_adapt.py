@@ -15,9 +15,9 @@ from lstm_lm.cli import main
 from lstm_lm.config import ModelConfig
 from lstm_lm.dropout import Masks
 from lstm_lm.dynamic import gradient_rms
+from lstm_lm.evaluation import evaluate
 from lstm_lm.model import LanguageModel
 from lstm_lm.neural_cache import NeuralCache
-from lstm_lm.train import evaluate
 
 
 def invoke(*args):

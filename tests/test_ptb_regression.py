@@ -13,8 +13,9 @@ import numpy as np
 
 from lstm_lm.config import PRESETS, resolve
 from lstm_lm.data import load_corpus
+from lstm_lm.evaluation import evaluate
 from lstm_lm.model import LanguageModel
-from lstm_lm.train import evaluate, fit
+from lstm_lm.train import fit
 
 THRESHOLD = 750.0
 

@@ -120,7 +120,7 @@ def test_valid_tokens_limits_validation_not_eval(tmp_path):
     assert "validating on the first 200 of 990 valid tokens (--valid-tokens N to change" in r.stderr
     assert "training tokens (9.7 KiB of text, tokenised in " in r.stderr
     c = checkpoint.load(out)
-    from lstm_lm.train import evaluate
+    from lstm_lm.evaluation import evaluate
 
     nll, n = evaluate(c.model, cache.trained_on(c).valid[:200], 4)
     assert c.train_state["best_valid"] == pytest.approx(nll / n, rel=1e-6)
