@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_lm import LMError, __version__, export
-from lstm_lm.archive import FORMAT, VERSION, check_meta, pop_meta, read_arrays
+from lstm_lm.archive import FORMAT, VERSION, check_meta, pop_meta, read_arrays, read_meta
 from lstm_lm.atomic import write_atomic
 from lstm_lm.config import ModelConfig, TrainConfig
 from lstm_lm.data import DataSource, Vocab
@@ -83,6 +83,33 @@ def _state(arrays: dict[str, np.ndarray], name: str, hidden: int, dtype) -> np.n
     return a.astype(dtype)
 
 
+def header(path: str | Path) -> dict:
+    """The JSON header of a checkpoint (a file or a run directory, as `load` takes), without
+    building its model: what a plan needs to know of it."""
+    path = resolve(path)
+    if path.suffix == ".safetensors":
+        return check_meta(path, export.read(path)[1])
+    return read_meta(path)
+
+
+def configs(path: Path, meta: dict) -> tuple[ModelConfig, TrainConfig, Vocab]:
+    """The model and training configuration and the vocabulary a header describes."""
+    try:
+        config = ModelConfig(**meta["config"])
+        vocab = Vocab.from_json(meta["vocab"])
+        # the training config of older checkpoints also held the level, which the vocabulary has
+        train_config = TrainConfig(
+            **{k: v for k, v in meta["train_config"].items() if k != "level"}
+        )
+    except (ValueError, KeyError, TypeError, LMError) as e:
+        raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
+    if len(vocab) != config.vocab_size:
+        raise LMError(
+            f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}"
+        )
+    return config, train_config, vocab
+
+
 def load(path: str | Path, dtype=None) -> Checkpoint:
     """Read and validate a checkpoint (a file, or a run directory: rundir.resolve), or a
     model exported to .safetensors (lstm_lm.export); every problem is an LMError naming the
@@ -94,25 +121,13 @@ def load(path: str | Path, dtype=None) -> Checkpoint:
     else:
         arrays = read_arrays(path)
         meta = pop_meta(path, arrays)
-    try:
-        config = ModelConfig(**meta["config"])
-        vocab = Vocab.from_json(meta["vocab"])
-        # older checkpoints also kept the token level in the training config; the vocabulary has it
-        train_config = TrainConfig(
-            **{k: v for k, v in meta["train_config"].items() if k != "level"}
-        )
-    except (ValueError, KeyError, TypeError, LMError) as e:
-        raise LMError(f"{path}: not an lstm-lm checkpoint (bad header: {e})") from None
+    config, train_config, vocab = configs(path, meta)
     for name, a in arrays.items():  # parameters, optimiser state, carried hidden state
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise LMError(
                 f"{path}: {name} holds NaN or inf values (weights of a run that diverged); "
                 "use a checkpoint saved before that, e.g. the run's best.npz"
             )
-    if len(vocab) != config.vocab_size:
-        raise LMError(
-            f"{path}: vocabulary has {len(vocab)} entries but the model expects {config.vocab_size}"
-        )
     try:
         model = LanguageModel.from_named(config, arrays, dtype or train_config.dtype)
         state = None
@@ -120,11 +135,7 @@ def load(path: str | Path, dtype=None) -> Checkpoint:
             H, n = config.hidden, model.cell.n_state
             state = [tuple(_state(arrays, f"state.l{k}.{j}", H, model.dtype) for j in range(n))
                      for k in range(config.layers)]  # fmt: skip
-    except (
-        LMError,
-        ValueError,
-        TypeError,
-    ) as e:  # a missing array, or one of another shape or kind
+    except (LMError, ValueError, TypeError) as e:  # an array missing or of another shape
         raise LMError(f"{path}: {e}; not a complete lstm-lm checkpoint") from None
     optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
     return Checkpoint(model, vocab, train_config, meta, optimizer, state)

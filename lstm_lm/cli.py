@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import textwrap
-from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -25,7 +24,7 @@ import numpy as np
 from click.core import ParameterSource
 from rich.table import Table
 
-from lstm_lm import LMError, __version__, cache, checkpoint, parallel, rundir
+from lstm_lm import LMError, OptionError, __version__, cache, checkpoint, parallel, rundir
 from lstm_lm.adapt import (
     CACHE_LAMBDA,
     CACHE_SIZE,
@@ -49,19 +48,16 @@ from lstm_lm.config import (
     DEFAULT_CUTOFFS,
     DTYPES,
     LEVELS,
-    MODEL_FIELDS,
     PRESETS,
-    RESUMABLE,
     SOFTMAXES,
-    TRAIN_FIELDS,
     ModelConfig,
     Settings,
     check_cutoffs,
     resolve,
 )
-from lstm_lm.data import DataSource, read_text
+from lstm_lm.data import read_text
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
-from lstm_lm.evaluation import validation_batch
+from lstm_lm.evaluation import eval_data
 from lstm_lm.export import export
 from lstm_lm.gradcheck import TOLERANCE, check_gradients
 from lstm_lm.losses import bits_per_char, perplexity
@@ -71,8 +67,7 @@ from lstm_lm.optim import OPTIMIZERS
 from lstm_lm.parallel import STALL_TIMEOUT, RanksError
 from lstm_lm.plot import X_AXES, learning_curves
 from lstm_lm.plot import save as save_figure
-from lstm_lm.rundir import default_out
-from lstm_lm.runs import STRUCTURE, Run, init_run, new_run, resume_run
+from lstm_lm.runs import Run, plan
 from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import score_document, score_lines, split_lines
 from lstm_lm.views import (
@@ -137,6 +132,8 @@ def library_errors(fn):
             return result
         except RanksError as e:  # raised on every rank together: rank 0 says it
             raise click.ClickException(str(e)) from None
+        except OptionError as e:  # options that do not go together: a usage error
+            raise click.UsageError(str(e)) from None
         except LMError as e:
             end_other_ranks(str(e))
             raise click.ClickException(str(e)) from None
@@ -481,109 +478,19 @@ def stop_on_signal(con: Consoles):
             signal.signal(s, h)
 
 
-def data_source(level, data, train, valid, test, max_vocab, min_count) -> DataSource:
-    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given."""
-    ptb_dir = DEFAULT_DEST if data is None and train is None else None
-    return usage_errors(DataSource, level, ptb_dir, data, train, valid, test, max_vocab,
-                        min_count or 1)  # fmt: skip
-
-
-def resume_changes(opts: dict) -> dict:
-    """The options a resumed run may change; a usage error naming any other that was given."""
-    others = sorted("--" + k.replace("_", "-") for k, v in opts.items()
-                    if v is not None and k not in RESUMABLE)  # fmt: skip
-    if others:
-        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
-        raise click.UsageError(
-            f"--resume continues the saved configuration and data; only {allowed} may change "
-            f"(got {', '.join(others)})"
-        )
-    return {k: v for k, v in opts.items() if v is not None}
-
-
-DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
-
-
-def fine_tune_options(opts: dict) -> tuple[dict, dict, dict]:
-    """The data, model and training options of --init-from: the model's shape, its vocabulary
-    and so the token level come from CKPT, so the options that set them are refused."""
-    fixed = ("preset", "level", "max_vocab", "min_count", *STRUCTURE)
-    given = sorted("--" + k.replace("_", "-") for k in fixed if opts.get(k) is not None)
-    if given:
-        raise click.UsageError(
-            "--init-from takes the model, its vocabulary and its token level from CKPT; "
-            f"cannot give {', '.join(given)} (data and training options apply)"
-        )
-    where = {k: opts.pop(k) for k in ("data", "train", "valid", "test")}
-    model = {k: v for k, v in opts.items() if v is not None and k in MODEL_FIELDS}
-    train = {k: v for k, v in opts.items() if v is not None and k in TRAIN_FIELDS}
-    return where, model, train
-
-
-def new_settings(opts: dict) -> tuple[Settings, DataSource, str | None]:
-    """The train command's options resolved: settings, data source and the preset named."""
-    where = {k: opts.pop(k) for k in DATA_OPTIONS}
-    preset = opts.pop("preset")
-    settings = usage_errors(resolve, preset, opts)
-    return settings, data_source(settings.level, **where), preset
-
-
-def plan(opts: dict, out: Path | None, resume: Path | None, init_from: Path | None = None):
-    """Every setting of the run that train would start, and where its value comes from."""
-    out_origin = "option" if out is not None else "default"
-    if init_from is not None:
-        where, model_changes, train_changes = fine_tune_options(opts)
-        path = rundir.resolve(init_from)
-        c = checkpoint.load(path)
-        source = data_source(c.vocab.level, **where, max_vocab=None, min_count=None)
-        model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
-        changes = {**model_changes, **train_changes}
-        values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
-        for k in ("max_steps", "max_tokens", "max_minutes"):  # the run's own
-            values[k] = train_changes.get(k)
-        origins = {k: "option" if k in changes else f"the model ({path})" for k in values}
-        values["init_from"], origins["init_from"] = path, "option"
-        out = out or default_out(source)
-    elif resume is None:
-        settings, source, preset = new_settings(opts)
-        values, origins = settings.values(), settings.origins
-        out = out or default_out(source, preset)
-    else:
-        changes = resume_changes(opts)
-        path = rundir.newest(resume) if resume.is_dir() else resume
-        c = checkpoint.load(path)
-        model = {k: v for k, v in asdict(c.model.config).items() if k != "vocab_size"}
-        values = {"level": c.vocab.level, **model, **asdict(c.train_config), **changes}
-        origins = {k: "option" if k in changes else f"the run ({path})" for k in values}
-        source, out = DataSource.from_json(c.meta["data"]), out or path.parent
-    if source.ptb_dir is not None:
-        values["data"], origins["data"] = f"PTB in {source.ptb_dir}", "default"
-    else:
-        values["data"], origins["data"] = source.data_dir or source.train, "option"
-    values["out"], origins["out"] = out, out_origin
-    return values, origins
-
-
 def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
           init_from: Path | None = None, extend_vocab: bool = False,
           verify: bool = False) -> Run:  # fmt: skip
     """The run to train: resumed, fine-tuned from a model, or new from the options (data
     fetched and loaded)."""
+    p = plan(opts, out, resume, init_from)
     with FetchView(con.log) as fetch:
-        if resume is not None:
-            run = resume_run(resume, resume_changes(opts), out, **fetch.hooks, verify=verify)
-            st = run.resume.train_state
-            con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
-        elif init_from is not None:
-            where, model_changes, train_changes = fine_tune_options(opts)
-            level = checkpoint.load(init_from).vocab.level
-            source = data_source(level, **where, max_vocab=None, min_count=None)
-            run = init_run(init_from, source, model_changes, train_changes, out,
-                           extend_vocab=extend_vocab, **fetch.hooks)  # fmt: skip
-            con.log.print(f"fine-tuning {run.init_from['path']} (step {run.init_from['step']:,})")
-        else:
-            settings, source, preset = new_settings(opts)
-            run = new_run(settings, source, out, name=preset, **fetch.hooks)
+        run = p.start(extend_vocab=extend_vocab, verify=verify, **fetch.hooks)
+    if p.kind == "resume":
+        st = run.resume.train_state
+        con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
+    elif p.kind == "init":
+        con.log.print(f"fine-tuning {run.init_from['path']} (step {run.init_from['step']:,})")
     for note in run.corpus.notes:
         con.log.print(f"[yellow]{note}[/]")
     n = len(run.corpus.valid)
@@ -665,11 +572,11 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
     if extend_vocab and init_from is None:
         raise click.UsageError("--extend-vocab goes with --init-from")
     if dry_run:
-        values, origins = plan(opts, out, resume, init_from)
+        p = plan(opts, out, resume, init_from)
         if as_json:
-            con.out.print(json.dumps({"settings": values, "from": origins}, default=str))
+            con.out.print(json.dumps({"settings": p.values, "from": p.origins}, default=str))
         else:
-            con.out.print(settings_table(values, origins))
+            con.out.print(settings_table(p.values, p.origins))
         return
     world = launch(procs, hosts, hostfile)
     world.watch(stall_timeout)
@@ -832,9 +739,10 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
         refuse_together("tune", "procs", "tuning runs on one process")
         split = "valid"
     world = launch(procs, hosts, hostfile)
-    c, ids, name, batch_size = world.together(
-        lambda: eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
+    c, data = world.together(
+        lambda: open_eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
     )
+    ids, name, batch_size = data.ids, data.name, data.batch_size
     path = rundir.resolve(ckpt)
     rms, statistics = None, None
     if dynamic_settings is not None:
@@ -904,28 +812,16 @@ def tune_and_print(con: Consoles, c, path: Path, ids, batch_size: int, what: str
     con.out.print(f"best on valid: {line}")
 
 
-def eval_data(con: Consoles, ckpt: Path, split: str | None, text_file: Path | None,
-              batch_size: int | None, verify: bool = False):  # fmt: skip
-    """The checkpoint, the token ids to evaluate on, their name and the batch size."""
+def open_eval_data(con: Consoles, ckpt: Path, split, text_file, batch_size, verify):
+    """The checkpoint and what to evaluate it on (evaluation.eval_data), its notes said."""
     c = open_checkpoint(con, ckpt)
-    if text_file is not None:
-        ids, unknown = c.vocab.encode(read_text(text_file))
-        warn_unknown(con, c.vocab, unknown)
-        name = str(text_file)
-    else:
-        path = rundir.resolve(ckpt)
-        with FetchView(con.log) as fetch:
-            corpus = cache.trained_on(c, rundir.run_of(path), **fetch.hooks, verify=verify)
-        if split is None and corpus.test is None:
-            con.log.print("the run's data has no test split: evaluating on valid")
-        name = split or ("test" if corpus.test is not None else "valid")
-        ids = getattr(corpus, name)
-        if ids is None:
-            raise LMError(f"the run's data has no {name} split; use --split valid or --file FILE")
-    batch_size = batch_size or validation_batch(c.train_config, len(ids))
-    if len(ids) - 1 < batch_size:
-        raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
-    return c, ids, name, batch_size
+    with FetchView(con.log) as fetch:
+        data = eval_data(c, rundir.resolve(ckpt), split, text_file, batch_size, verify,
+                         **fetch.hooks)  # fmt: skip
+    warn_unknown(con, c.vocab, data.unknown)
+    for note in data.notes:
+        con.log.print(note)
+    return c, data
 
 
 # --- sample ------------------------------------------------------------------------------

@@ -2,17 +2,22 @@
 stream's figure at B streams' speed (each stream after the first primed with the text before
 it), the state carried across windows; over MPI ranks, each a share of the streams. Training
 validates with it; `eval`, `score`'s cache and dynamic evaluation (`lstm_lm.adapt`) score
-through it with a scorer of their own.
+through it with a scorer of their own. `eval_data` chooses what `eval` scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from lstm_lm import LMError, cache, rundir
+from lstm_lm.checkpoint import Checkpoint
 from lstm_lm.config import TrainConfig
-from lstm_lm.data import as_index, eval_streams, num_windows, window
+from lstm_lm.data import as_index, eval_streams, num_windows, read_text, window
+from lstm_lm.download import Log, Progress
 from lstm_lm.model import LanguageModel, State
 from lstm_lm.parallel import Group
 
@@ -105,3 +110,40 @@ def validation_batch(tc: TrainConfig, tokens: int) -> int:
     """The streams a run validates with, and `eval`'s default, so that their figures agree:
     the training batch, fewer for a split too short to give each stream a window."""
     return min(tc.batch_size, max(1, tokens // (tc.bptt + 1)))
+
+
+@dataclass
+class EvalData:
+    """What `eval` scores: token ids, their name, the streams to read them in."""
+
+    ids: np.ndarray
+    name: str  # "valid", "test" or the file's path
+    batch_size: int
+    unknown: list[str] = field(default_factory=list)  # a file's types the vocabulary lacks
+    notes: list[str] = field(default_factory=list)
+
+
+def eval_data(ckpt: Checkpoint, path: Path, split: str | None = None,
+              text_file: str | Path | None = None, batch_size: int | None = None,
+              verify: bool = False, log: Log | None = None,
+              progress: Progress | None = None) -> EvalData:  # fmt: skip
+    """The text to evaluate the checkpoint at `path` on: `text_file` (-: stdin), or a split
+    of its training data (default: test, valid where there is none; from its run
+    directory's token cache where it lies in one), read in the streams it validated with
+    unless `batch_size` is given."""
+    unknown, notes = [], []
+    if text_file is not None:
+        ids, unknown = ckpt.vocab.encode(read_text(text_file))
+        name = str(text_file)
+    else:
+        corpus = cache.trained_on(ckpt, rundir.run_of(path), log, progress, verify=verify)
+        if split is None and corpus.test is None:
+            notes.append("the run's data has no test split: evaluating on valid")
+        name = split or ("test" if corpus.test is not None else "valid")
+        ids = getattr(corpus, name)
+        if ids is None:
+            raise LMError(f"the run's data has no {name} split; use --split valid or --file FILE")
+    batch_size = batch_size or validation_batch(ckpt.train_config, len(ids))
+    if len(ids) - 1 < batch_size:
+        raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
+    return EvalData(ids, name, batch_size, unknown, notes)

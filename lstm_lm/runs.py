@@ -1,27 +1,32 @@
-"""Preparing a run directory for `train.fit`: a new run (data loaded, model initialised),
-a resumed one (from its newest checkpoint, exactly where it stopped), or a fine-tuned one
-(`--init-from`: a trained model on new text, its vocabulary kept or extended)."""
+"""Planning and preparing a run directory for `train.fit`: a new run (data loaded, model
+initialised), a resumed one (from its newest checkpoint, exactly where it stopped), or a
+fine-tuned one (`--init-from`: a trained model on new text, its vocabulary kept or extended).
+
+Every rule about which options a run takes lives here, once: `plan` decides them from the
+options and the checkpoint's header (what `train --dry-run` shows), and `Plan.start` carries
+the plan out with `new_run`, `resume_run` or `init_run`, which apply the same rules when
+called from Python."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lstm_lm import LMError, cache, checkpoint
+from lstm_lm import LMError, OptionError, cache, checkpoint, rundir
 from lstm_lm.adaptive import frequency_order
 from lstm_lm.atomic import write_atomic
-from lstm_lm.config import RESUMABLE, Settings, TrainConfig
+from lstm_lm.config import MODEL_FIELDS, RESUMABLE, TRAIN_FIELDS, Settings, TrainConfig, resolve
 from lstm_lm.data import UNK, Corpus, DataSource
-from lstm_lm.download import Log, Progress
+from lstm_lm.download import DEFAULT_DEST, Log, Progress
 from lstm_lm.evaluation import evaluate, validation_batch
 from lstm_lm.losses import perplexity
 from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel
 from lstm_lm.parallel import Group
-from lstm_lm.rundir import BEST, check_free, default_out, newest, resolve
+from lstm_lm.rundir import BEST, check_free, default_out
 from lstm_lm.train import TrainState, fit, stop_reason
 
 
@@ -56,6 +61,145 @@ class Run:
             group=self.group,
             init_from=self.init_from,
         )
+
+
+# What a fine-tuned model keeps of its checkpoint's configuration: everything that shapes or
+# initialises it. Its regularisation is training, the run's own (by default the checkpoint's).
+STRUCTURE = ("cell", "layers", "hidden", "tied", "init_scale", "forget_bias", "chrono", "softmax",
+             "cutoffs")  # fmt: skip
+# What a fine-tuned run takes from its checkpoint and so cannot be given.
+FINE_TUNE_FIXED = ("preset", "level", "max_vocab", "min_count", *STRUCTURE)
+LIMITS = ("max_steps", "max_tokens", "max_minutes")  # a run's own, never carried over
+DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resume_changes(options: dict) -> dict:
+    """The settings given (not None) for a resumed run; OptionError naming any that is not
+    RESUMABLE."""
+    others = sorted(_flag(k) for k, v in options.items() if v is not None and k not in RESUMABLE)
+    if others:
+        allowed = ", ".join(_flag(k) for k in RESUMABLE)
+        raise OptionError(
+            f"--resume continues the saved configuration and data; only {allowed} may change "
+            f"(got {', '.join(others)})"
+        )
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def refuse_on_fine_tuning(options: dict) -> None:
+    """OptionError naming the settings given (not None) that a fine-tuned run takes from its
+    checkpoint."""
+    given = sorted(_flag(k) for k in FINE_TUNE_FIXED if options.get(k) is not None)
+    if given:
+        raise OptionError(
+            "--init-from takes the model, its vocabulary and its token level from CKPT; "
+            f"cannot give {', '.join(given)} (data and training options apply)"
+        )
+
+
+def fine_tuned_config(tc: TrainConfig, changes: dict) -> TrainConfig:
+    """A fine-tuned run's training config: the checkpoint's, but its limits, with `changes`."""
+    kept = {k: getattr(tc, k) for k in TRAIN_FIELDS if k not in LIMITS}
+    return TrainConfig(**{**kept, **changes})
+
+
+def data_source(level: str, data=None, train=None, valid=None, test=None, max_vocab=None,
+                min_count=None) -> DataSource:  # fmt: skip
+    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given."""
+    ptb_dir = DEFAULT_DEST if data is None and train is None else None
+    try:
+        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count or 1)
+    except LMError as e:
+        raise OptionError(str(e)) from None
+
+
+@dataclass
+class Plan:
+    """The run `train` would start, decided before any data is read or model built: its
+    kind, every setting with where it comes from (`values`, `origins`: what --dry-run shows),
+    its data and run directory."""
+
+    kind: str  # "new", "resume" or "init"
+    values: dict
+    origins: dict  # "option", "default", "preset NAME", "the run (PATH)", "the model (PATH)"
+    source: DataSource
+    out: Path
+    checkpoint: Path | None = None  # the one resumed or fine-tuned from
+    settings: Settings | None = None  # a new run's
+    name: str | None = None  # the preset a new run's default directory is named after
+    changes: dict = field(default_factory=dict)  # a resumed run's; a fine-tuned one's training
+    model_changes: dict = field(default_factory=dict)  # a fine-tuned run's regularisation
+
+    def start(self, *, extend_vocab: bool = False, verify: bool = False, log: Log | None = None,
+              progress: Progress | None = None) -> Run:  # fmt: skip
+        """The run, prepared: data loaded, model built or read (see new_run, resume_run and
+        init_run, which this calls)."""
+        hooks = dict(log=log, progress=progress)
+        if self.kind == "resume":
+            return resume_run(self.checkpoint, self.changes, self.out, **hooks, verify=verify)
+        if self.kind == "init":
+            return init_run(self.checkpoint, self.source, self.model_changes, self.changes,
+                            self.out, extend_vocab=extend_vocab, **hooks)  # fmt: skip
+        return new_run(self.settings, self.source, self.out, name=self.name, **hooks)
+
+
+def plan(options: dict, out: str | Path | None = None, resume: str | Path | None = None,
+         init_from: str | Path | None = None) -> Plan:  # fmt: skip
+    """The run that `options` describe (by name: "preset", "level", DATA_OPTIONS and the
+    model's and training's fields; None where not given): new, resumed from `resume` (a run
+    directory: its newest checkpoint) or fine-tuned from `init_from`. OptionError for options
+    that do not go together; only the checkpoint's header is read."""
+    options = dict(options)
+    if resume is not None:
+        changes = resume_changes(options)
+        path = rundir.newest(resume) if Path(resume).is_dir() else Path(resume)
+        values, origins = _from_checkpoint(path, changes, f"the run ({path})")
+        source = DataSource.from_json(checkpoint.header(path)["data"])
+        p = Plan("resume", values, origins, source, Path(out or path.parent), path,
+                 changes=changes)  # fmt: skip
+    elif init_from is not None:
+        refuse_on_fine_tuning(options)
+        path = rundir.resolve(init_from)
+        model_changes = {k: v for k, v in options.items() if v is not None and k in MODEL_FIELDS}
+        changes = {k: v for k, v in options.items() if v is not None and k in TRAIN_FIELDS}
+        values, origins = _from_checkpoint(path, {**model_changes, **changes},
+                                           f"the model ({path})")  # fmt: skip
+        for k in LIMITS:
+            values[k] = changes.get(k)
+        values["init_from"], origins["init_from"] = path, "option"
+        where = {k: options.get(k) for k in ("data", "train", "valid", "test")}
+        source = data_source(values["level"], **where)
+        p = Plan("init", values, origins, source, Path(out or default_out(source)), path,
+                 changes=changes, model_changes=model_changes)  # fmt: skip
+    else:
+        where = {k: options.pop(k, None) for k in DATA_OPTIONS}
+        preset = options.pop("preset", None)
+        try:
+            settings = resolve(preset, options)
+        except LMError as e:
+            raise OptionError(str(e)) from None
+        source = data_source(settings.level, **where)
+        out_dir = Path(out or default_out(source, preset))
+        p = Plan("new", settings.values(), dict(settings.origins), source, out_dir,
+                 settings=settings, name=preset)  # fmt: skip
+    if source.ptb_dir is not None:
+        p.values["data"], p.origins["data"] = f"PTB in {source.ptb_dir}", "default"
+    else:
+        p.values["data"], p.origins["data"] = source.data_dir or source.train, "option"
+    p.values["out"], p.origins["out"] = p.out, "option" if out is not None else "default"
+    return p
+
+
+def _from_checkpoint(path: Path, changes: dict, origin: str) -> tuple[dict, dict]:
+    """The settings of the checkpoint at `path` with `changes`, and where each comes from."""
+    config, tc, vocab = checkpoint.configs(path, checkpoint.header(path))
+    model = {k: v for k, v in dataclasses.asdict(config).items() if k != "vocab_size"}
+    values = {"level": vocab.level, **model, **dataclasses.asdict(tc), **changes}
+    return values, {k: "option" if k in changes else origin for k in values}
 
 
 def new_run(
@@ -98,11 +242,8 @@ def resume_run(
     `changes` may set only the RESUMABLE fields. With `out` another directory, the run's
     best.npz is carried over, so that directory holds the whole run. `verify`: hash the data
     files against the run's token cache even where their sizes and times match."""
-    changes = changes or {}
-    fixed = sorted(set(changes) - set(RESUMABLE))
-    if fixed:
-        raise LMError(f"a resumed run keeps its configuration; cannot change {', '.join(fixed)}")
-    path = newest(path) if Path(path).is_dir() else Path(path)
+    changes = resume_changes(changes or {})
+    path = rundir.newest(path) if Path(path).is_dir() else Path(path)
     ckpt = checkpoint.load(path)
     if "rng" not in ckpt.train_state:
         raise LMError(f"{path}: an exported model holds no training state; resume from the "
@@ -115,20 +256,6 @@ def resume_run(
         if (path.parent / BEST).exists():
             write_atomic(out / BEST, (path.parent / BEST).read_bytes())
     return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)
-
-
-# What a fine-tuned model keeps of its checkpoint's configuration: everything that shapes or
-# initialises it. Its regularisation is training, the run's own (by default the checkpoint's).
-STRUCTURE = (
-    "cell",
-    "layers",
-    "hidden",
-    "init_scale",
-    "forget_bias",
-    "chrono",
-    "softmax",
-    "cutoffs",
-)
 
 
 def init_run(
@@ -150,18 +277,14 @@ def init_run(
     <unk> where it has one; otherwise the run stops listing them, unless `extend_vocab`,
     which adds them (`extend_vocabulary`)."""
     model_changes, train_changes = model_changes or {}, train_changes or {}
-    fixed = sorted(set(model_changes) & set(STRUCTURE))
-    if fixed:
-        raise LMError(f"the model comes from the checkpoint; cannot change {', '.join(fixed)}")
-    path = resolve(path)
+    refuse_on_fine_tuning(model_changes)
+    path = rundir.resolve(path)
     ckpt = checkpoint.load(path)
     if source.level != ckpt.vocab.level:
         raise LMError(f"{path} is a {ckpt.vocab.level}-level model; its data is read at that level")
     out = Path(out) if out is not None else default_out(source, name)
     check_free(out)
-    keep = {f.name for f in dataclasses.fields(TrainConfig)} - {"max_steps", "max_tokens",
-                                                                 "max_minutes"}  # fmt: skip
-    tc = TrainConfig(**{**{k: getattr(ckpt.train_config, k) for k in keep}, **train_changes})
+    tc = fine_tuned_config(ckpt.train_config, train_changes)
     rng = np.random.default_rng(tc.seed)
     corpus = cache.load(source, out, log, progress, vocab=ckpt.vocab, keep=False)
     params = {k: a.astype(tc.dtype) for k, a in ckpt.model.params.items()}

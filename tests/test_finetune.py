@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import archive, checkpoint
+from lstm_lm import OptionError, archive, checkpoint, runs
 from lstm_lm.cli import main
 from lstm_lm.data import DataSource
 from lstm_lm.runs import init_run
@@ -133,6 +133,7 @@ def test_a_fine_tuned_run_resumes_bit_for_bit(tiny_run, tmp_path):
     (["--hidden", 64], "cannot give --hidden"),
     (["--preset", "small"], "cannot give --preset"),
     (["--level", "char"], "cannot give --level"),
+    (["--tied"], "cannot give --tied"),  # it shapes the model, as --hidden does
     (["--resume", "RUN"], "--resume does not go with --init-from"),
 ])  # fmt: skip
 def test_options_that_do_not_go_with_init_from(tiny_run, tmp_path, args, message):
@@ -141,3 +142,18 @@ def test_options_that_do_not_go_with_init_from(tiny_run, tmp_path, args, message
     assert r.exit_code == 2 and message in r.output, r.output
     r = invoke("train", "--extend-vocab", "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--extend-vocab goes with --init-from" in r.output
+
+
+def test_a_plan_reads_the_header_alone_and_the_same_rules_hold_from_python(tiny_run, tmp_path):
+    """runs.plan decides what train would start from the checkpoint's header; resume_run and
+    init_run called from Python refuse what the command line refuses, with its words."""
+    p = runs.plan({"max_steps": 9, "hidden": None}, resume=tiny_run)
+    assert p.kind == "resume" and p.values["max_steps"] == 9 and p.origins["max_steps"] == "option"
+    assert p.origins["hidden"].startswith("the run (") and p.out == tiny_run
+    with pytest.raises(OptionError, match="only --epochs.* may change .got --hidden"):
+        runs.plan({"hidden": 64}, resume=tiny_run)
+    with pytest.raises(OptionError, match="only --epochs.* may change .got --lr"):
+        runs.resume_run(tiny_run, {"lr": 0.5}, tmp_path / "r")
+    source = DataSource("word", train=str(tmp_path / "t.txt"))
+    with pytest.raises(OptionError, match="cannot give --tied"):
+        runs.init_run(tiny_run, source, {"tied": True}, out=tmp_path / "i")
