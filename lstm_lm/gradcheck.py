@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lstm_lm.config import ModelConfig, TrainConfig
+from lstm_lm import LMError, OptionError
+from lstm_lm.config import ModelConfig, TrainConfig, check_cutoffs
 from lstm_lm.memory import check_memory
 from lstm_lm.model import LanguageModel, named_views
 
@@ -27,6 +28,21 @@ TOLERANCE = 1e-6  # largest relative error accepted
 # with this step; the floor keeps entries whose true gradient is ~0 from turning that noise
 # into a large relative error (any analytic error above ~1e-11 still shows).
 FLOOR = 1e-5
+
+
+def config_for(vocab_size: int, **model) -> ModelConfig:
+    """The model to check: a vocabulary small enough to check every row; an adaptive
+    softmax's default cutoffs a third and two thirds of it (a head and two tails)."""
+    if model.get("softmax") == "adaptive" and model.get("cutoffs") is None:
+        model["cutoffs"] = tuple(sorted({max(1, vocab_size // 3), max(1, 2 * vocab_size // 3)}))
+    elif model.get("cutoffs") is not None and model.get("softmax") != "adaptive":
+        raise OptionError("--cutoffs goes with --softmax adaptive")
+    try:
+        if model.get("cutoffs") is not None:
+            check_cutoffs(model["cutoffs"], vocab_size)
+        return ModelConfig(vocab_size, **model)
+    except LMError as e:
+        raise OptionError(str(e)) from None
 
 
 def max_relative_error(

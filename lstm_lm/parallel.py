@@ -19,16 +19,10 @@ import contextlib
 import functools
 import hashlib
 import os
-import re
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -81,7 +75,7 @@ class Group:
         self.rank = comm.Get_rank() if comm is not None else 0
         self.size = comm.Get_size() if comm is not None else 1
         self.bytes_sent = 0  # by this rank's reductions, for `bench`
-        self._error_fd: int | None = None
+        self.error_fd = 2  # where `fail` writes: stderr, or a copy of it once it is quieted
         self._waiting_on: tuple[str, float] | None = None  # the collective under way, since
         self._hosts: list[str] = []  # of every rank, for the stall check
 
@@ -305,32 +299,13 @@ class Group:
             time.sleep(0.05)
         return [r for r in others if r not in answered]
 
-    # --- output and failure --------------------------------------------------------------
-    def tell_launcher(self) -> None:
-        """Under the --procs launcher (`run_mpiexec`), one line on stderr that it keeps to
-        itself: this rank's pid and host, so that it can name a rank mpiexec reports dead."""
-        if self.comm is not None and os.environ.get(MARK_ENV):
-            os.write(2, f"{MARK} {self.rank} {os.getpid()} {socket.gethostname()}\n".encode())
-
-    def quiet_other_ranks(self) -> None:
-        """Rank 0 alone prints: the others' stdout and stderr go to the null device; an error
-        that only one of them meets still reaches the terminal (see `fail`)."""
-        if self.main or self.comm is None:
-            return
-        sys.stdout.flush()
-        sys.stderr.flush()
-        self._error_fd = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.dup2(null, 2)
-        os.close(null)
-
+    # --- failure -------------------------------------------------------------------------
     def fail(self, message: str, code: int = 1):
         """End every rank after an error only this one met: its line, then MPI_Abort (the
         others may be waiting in a collective and would never learn of it); this process
         ends within seconds even where the abort cannot reach the launcher."""
         line = f"Error: rank {self.rank} on {socket.gethostname()}: {message}\n"
-        os.write(self._error_fd if self._error_fd is not None else 2, line.encode())
+        os.write(self.error_fd, line.encode())
         threading.Timer(5.0, os._exit, (code,)).start()
         time.sleep(LINE_GRACE)
         self.comm.Abort(code)
@@ -368,181 +343,3 @@ def world() -> Group:
             f"{INSTALL}"
         ) from None
     return Group(MPI.COMM_WORLD)
-
-
-def mpiexec_command(procs: int, argv: list[str], hosts: list[str] | None = None,
-                    hostfile: str | Path | None = None) -> list[str]:  # fmt: skip
-    """The command that runs `lstm-lm ARGV` on `procs` ranks of this machine, or of `hosts`
-    (in turn) or those of `hostfile`."""
-    mpiexec = launcher()
-    where = []
-    if hosts or hostfile:
-        open_mpi = "Open MPI" in _version(mpiexec)
-        if hosts:
-            where = ["--host" if open_mpi else "-hosts", ",".join(hosts)]
-        else:
-            where = ["--hostfile" if open_mpi else "-f", str(hostfile)]
-    return [mpiexec, "-n", str(procs), *where, sys.executable, "-m", "lstm_lm", *argv]
-
-
-def launcher() -> str:
-    """The mpiexec installed beside this Python (the mpich wheel's) or on PATH, MPICH's or
-    Open MPI's."""
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        raise LMError(f"--procs needs MPI: {INSTALL}") from None
-    beside = Path(sys.executable).parent / "mpiexec"
-    mpiexec = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if mpiexec is None:
-        raise LMError(f"--procs needs an mpiexec on PATH: {INSTALL}")
-    return mpiexec
-
-
-MARK, MARK_ENV = "lstm-lm-rank", "LSTM_LM_MARK_RANKS"  # see Group.tell_launcher
-# MPICH's single-copy transfers between the ranks of one machine (CMA) make a rank whose peer
-# died abort at once with an error stack, before mpiexec can say which rank died; without
-# them the survivors wait until mpiexec ends them. An 11 MB Allreduce of two ranks takes
-# 5-6 ms instead of 3-4 (AMD EPYC, 2026-12-02): about 1% of a `laptop` step.
-# Between hosts, libfabric (ofi) rather than MPICH's default UCX: over UCX a rank whose peer
-# was killed mid-Allreduce sometimes dies of a segmentation fault in the library (5 of 114
-# runs of the test, beside a busy process), and mpiexec may then name that rank as the one
-# that died; over libfabric's TCP it waits to be ended (0 of 120), at the same speed (two
-# hosts at 1 Gb/s, `small`: 2,875-2,949 training tokens/s against 2,808-2,846; Xeon,
-# 2026-12-07).
-LAUNCH_ENV = {"MPIR_CVAR_CH4_CMA_ENABLE": "0", "MPIR_CVAR_CH4_NETMOD": "ofi"}
-
-
-def run_mpiexec(command: list[str]) -> int:
-    """Run `command` (mpiexec's, for --procs) and pass its output on, but where MPICH's
-    mpiexec reports a process that died (a rank killed, its host gone: eleven lines of banner
-    and its proxies' complaints) say it in one line naming the rank and its host. Returns
-    the exit status: mpiexec's, or 1 after such a line."""
-    report = _Report()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**LAUNCH_ENV, **os.environ, MARK_ENV: "1"})  # fmt: skip
-    pipes = ((proc.stdout, sys.stdout, report.out), (proc.stderr, sys.stderr, report.err))
-    readers = [threading.Thread(target=_pass_on, args=pipe) for pipe in pipes]
-    for reader in readers:
-        reader.start()
-    with _forwarding_signals(proc):
-        code = proc.wait()
-    for reader in readers:
-        reader.join()
-    sys.stdout.write("\n" * report.blank)
-    sys.stdout.flush()
-    lost = report.lost()
-    if lost is None:
-        sys.stderr.writelines(report.held)
-        return code if code >= 0 else 128 - code
-    sys.stderr.write(f"Error: {lost}; mpiexec ended the other processes (a training run "
-                     "resumes from its last save)\n")  # fmt: skip
-    return 1
-
-
-def _pass_on(pipe, to, edit: Callable[[str], str]) -> None:
-    """Copy `pipe` to the stream `to` a line at a time, as `edit` has it."""
-    for raw in pipe:
-        if text := edit(raw.decode(errors="replace")):
-            to.write(text)
-            to.flush()
-
-
-class _Report:
-    """What mpiexec (MPICH's Hydra) says of the job, a line at a time: the ranks' pid lines
-    (stderr), its banner for a process that died (stdout), its traces of internal errors
-    (stderr: held back, they may only echo a loss), and what to hide."""
-
-    FIELD = re.compile(r"=   (PID (?P<pid>\d+) RUNNING AT (?P<where>\S+)|EXIT CODE: (?P<code>\d+))")
-    TRAILER = ("YOUR APPLICATION TERMINATED WITH THE EXIT STRING: ",
-               "This typically refers to a problem with your application.",
-               "Please see the FAQ page for debugging suggestions")  # fmt: skip
-    ABORT = re.compile(r"Abort\(\d+\) on node \d+ \(rank \d+ in comm \d+\)")  # after our line
-    TRACE = re.compile(r"\[(proxy|mpiexec)[:@][^]]*\] \w+ \(\S+:\d+\): ")
-
-    def __init__(self):
-        self.ranks: dict[int, tuple[int, str]] = {}  # pid: (rank, host)
-        self.dead: dict[str, str] | None = None  # the banner's pid, where, code and how
-        self.held: list[str] = []  # Hydra's traces: shown unless they only echo a loss
-        self.blank = False  # an empty line held back: the banner starts with one
-
-    def out(self, line: str) -> str:
-        """What to pass on of a line of mpiexec's stdout."""
-        text = line.rstrip("\n")
-        in_banner = self.dead is not None and text.startswith(("=   ", *self.TRAILER))
-        if text.startswith("=" * 20) or in_banner:
-            self.dead = self.dead or {}
-            if field := self.FIELD.match(text):
-                self.dead.update({k: v for k, v in field.groupdict().items() if v})
-            if text.startswith(self.TRAILER[0]):
-                self.dead["how"] = text[len(self.TRAILER[0]) :]
-            self.blank = False
-            return ""
-        held, self.blank = "\n" * self.blank, text == ""
-        return held if self.blank else held + line
-
-    def err(self, line: str) -> str:
-        """What to pass on of a line of mpiexec's stderr."""
-        words = line.split()
-        if len(words) == 4 and words[0] == MARK and words[1].isdigit() and words[2].isdigit():
-            self.ranks[int(words[2])] = (int(words[1]), words[3])
-            return ""
-        if self.TRACE.match(line):
-            self.held.append(line)
-            return ""
-        return "" if self.ABORT.match(line) else line
-
-    def lost(self) -> str | None:
-        """The process mpiexec reported dead, and how it ended; or the host it lost touch
-        with (killed with its proxy: no banner, a trace); None if neither."""
-        if self.dead is None:
-            if any("control_cb" in t and "assert (!closed)" in t for t in self.held):
-                return "mpiexec lost a host (it went down, or all its processes were killed)"
-            return None
-        dead = self.dead
-        code = dead.get("code", "?")
-        how = dead.get("how") or f"exit code {code}"
-        how = "signal 9: killed, or its host went down" if code == "9" else how
-        pid = int(dead.get("pid", -1))
-        if pid in self.ranks:
-            rank, host = self.ranks[pid]
-            return f"rank {rank} on {host} died ({how})"
-        where = f" (pid {pid} on {dead['where']})" if "where" in dead else ""
-        return f"a process{where} died ({how})"
-
-
-@contextlib.contextmanager
-def _forwarding_signals(proc: subprocess.Popen):
-    """Pass SIGTERM and SIGHUP on to mpiexec (which passes them to the ranks), and SIGINT
-    unless the terminal sent it to mpiexec as well (a second one would abort the job)."""
-
-    def forward(signum, _frame):
-        if signum != signal.SIGINT or not _in_foreground():
-            proc.send_signal(signum)
-
-    names = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    before = {s: signal.signal(s, forward) for s in names}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-
-
-def _in_foreground() -> bool:
-    """Whether this process's group is its terminal's foreground group (the one a Ctrl-C
-    reaches, mpiexec included)."""
-    for stream in (sys.stdin, sys.stdout, sys.stderr):
-        try:
-            return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
-        except (OSError, ValueError, AttributeError):
-            continue
-    return False
-
-
-def _version(mpiexec: str) -> str:
-    try:
-        run = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return run.stdout + run.stderr

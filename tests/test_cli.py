@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import __version__, cache, checkpoint, views
-from lstm_lm.cli import main
+from lstm_lm import __version__, cache, checkpoint
+from lstm_lm.cli import main, views
 from lstm_lm.config import TrainConfig
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lstm_lm import archive, rundir, views
-from lstm_lm.cli import main
+from lstm_lm import archive, rundir
+from lstm_lm.cli import main, views
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10"]
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstm_lm import parallel
 from lstm_lm.archive import read_meta
-from lstm_lm.parallel import launcher, mpiexec_command
+from lstm_lm.cli import launcher
+from lstm_lm.cli.launcher import mpiexec_command
 
 pytest.importorskip("mpi4py")
 
@@ -145,7 +145,7 @@ def test_an_error_on_one_rank_ends_every_rank(words, tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "here").mkdir()
     (tmp_path / "here" / "train.txt").write_text((words / "train.txt").read_text())
-    mpiexec, python = launcher(), sys.executable
+    mpiexec, python = launcher.launcher(), sys.executable
     rank = [python, "-m", "lstm_lm", *RUN, "--train", "train.txt", "--out", tmp_path / "r"]
     cmd = [mpiexec, "-n", "1", "-wdir", tmp_path / "here", *rank, ":",
            "-n", "1", "-wdir", tmp_path / "elsewhere", *rank]  # fmt: skip
@@ -181,7 +181,7 @@ def test_run_errors_end_every_rank_with_one_line(words, tmp_path, args, message)
 def test_ranks_must_agree_on_the_command(words, tmp_path):
     r = lm(*RUN, "--data", words, "--procs", 3, procs=2)
     assert r.returncode == 2 and "--procs 3 does not match the 2 processes" in r.stderr
-    mpiexec, python = launcher(), sys.executable
+    mpiexec, python = launcher.launcher(), sys.executable
     base = [python, "-m", "lstm_lm", *RUN, "--data", words, "--out", tmp_path / "r"]
     cmd = [mpiexec, "-n", "1", *base, "--lr", "1", ":", "-n", "1", *base, "--lr", "2"]
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=60)
@@ -279,7 +279,7 @@ def test_an_exchange_that_fails_ends_the_rank_with_one_line():
 def test_what_the_launcher_passes_on():
     """Hydra's banner (as MPICH 5 prints it) is held back and read; the ranks' pid lines
     are kept; other lines, empty ones too, pass as they are."""
-    report = parallel._Report()
+    report = launcher._Report()
     err = [
         "lstm-lm-rank 0 101 hostA\n",
         "lstm-lm-rank 1 202 hostB\n",
@@ -297,7 +297,7 @@ def test_what_the_launcher_passes_on():
            "Please see the FAQ page for debugging suggestions\n"]  # fmt: skip
     assert "".join(report.out(line) for line in out) == "table\n\n\nend\n"
     assert report.lost() == "rank 1 on hostB died (signal 9: killed, or its host went down)"
-    report = parallel._Report()
+    report = launcher._Report()
     assert report.out("done\n") == "done\n" and report.lost() is None
 
 
@@ -397,7 +397,7 @@ class Hosts:
         """`lstm-lm ARGS` with one rank on each host, mpiexec started on the first. On one
         kernel MPICH's transports (UCX, libfabric) would reach the other host's process
         through shared memory, as real hosts cannot: TCP only."""
-        mpiexec, python = launcher(), sys.executable
+        mpiexec, python = launcher.launcher(), sys.executable
         hydra = ["-hosts", "192.0.2.1,192.0.2.2", "-ppn", "1", "-launcher", "ssh"]
         inner = [mpiexec, *hydra, "-launcher-exec", self.launcher, "-n", "2", python, "-m",
                  "lstm_lm", *args]  # fmt: skip

@@ -11,6 +11,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from rich.console import Console
@@ -25,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lstm_lm import checkpoint
+from lstm_lm import checkpoint, rundir
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.memory import fmt_bytes
 from lstm_lm.runs import Run
@@ -560,3 +561,11 @@ def feature_table(a) -> Table:
     for feature in a.absent:
         table.add_row(feature, "[dim]not in this text[/]", "", "")
     return table
+
+
+def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
+    """Load CKPT, saying which file a run directory resolved to."""
+    path = rundir.resolve(ckpt)
+    if path != ckpt:
+        con.log.print(f"using {path}")
+    return checkpoint.load(path)
