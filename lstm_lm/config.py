@@ -176,43 +176,37 @@ def _check(ok: bool, message: str) -> None:
         raise LMError(message)
 
 
-# Presets: the token level, model and training fields; explicit options override them.
+# Presets: the token level, model and training fields; explicit options override them. Their
+# figures, the commands that gave them, and what was tried before: docs/results.md.
 # fmt: off
 PRESETS: dict[str, dict] = {
     # The from-scratch tutorial model.
     "seed": dict(layers=1, hidden=128, batch_size=20, bptt=20, epochs=6, lr=1.0, lr_decay=0.5,
                  decay_after=4, clip=5.0, init_scale=0.1, dropout=0.0, token_lr_scale=10.0),
-    # Zaremba et al. 2014's small model (2 x 200, 13 epochs; valid 120.7, test 114.5 without
-    # regularisation) with light dropout: untied one-hot rows overfit where an embedding does not.
+    # Zaremba et al. 2014's small model with light dropout: one-hot rows overfit without it.
     "small": dict(layers=2, hidden=200, batch_size=20, bptt=20, epochs=13, lr=1.0, lr_decay=0.5,
                   decay_after=5, clip=5.0, init_scale=0.1, dropout=0.2, input_dropout=0.2,
                   token_lr_scale=10.0),
-    # The best we have for 90 minutes on two CPU cores: 2 x 400; variational dropout, weight
-    # drop and AR/TAR let it train 21 epochs at lr 1, its iterates averaged over the last six
-    # (ASGD; better than any lr decay we tried): test 83.5, where plain dropout for 12 gave 93.4.
+    # The best for 90 minutes on two CPU cores; why these regularisers: docs/results.md.
     "laptop": dict(layers=2, hidden=400, batch_size=20, bptt=35, epochs=21, lr=1.0, lr_decay=1.0,
                    asgd=True, asgd_after=15, clip=5.0, init_scale=0.05, dropout=0.4,
                    input_dropout=0.3, variational=True, weight_drop=0.2, ar=2.0, tar=1.0,
                    token_lr_scale=10.0),
-    # Zaremba et al. 2014, medium (dropout 0.5): valid 86.2, test 82.7; hours on a laptop CPU.
+    # Zaremba et al. 2014's medium model.
     "medium": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=39, lr=1.0, lr_decay=0.8,
                    decay_after=6, clip=5.0, init_scale=0.05, dropout=0.5, token_lr_scale=10.0),
-    # `laptop`'s regularisers, stronger, at Zaremba's medium size: 40 epochs at lr 1, averaged
-    # over the last ten: test 78.75 (Gal & Ghahramani's 2 x 650: 79.7), about 5 hours on 2 cores.
+    # `laptop`'s regularisers, stronger, at Zaremba's medium size (Gal & Ghahramani's 2 x 650).
     "medium-vd": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=40, lr=1.0,
                       lr_decay=1.0, asgd=True, asgd_after=30, clip=5.0, init_scale=0.05,
                       dropout=0.5, input_dropout=0.4, variational=True, weight_drop=0.3, ar=2.0,
                       tar=1.0, token_lr_scale=10.0),
-    # `medium-vd` with tied input and output embeddings (Inan et al. 2017: 2 x 650, test 73.9).
+    # `medium-vd` with tied input and output embeddings (Inan et al. 2017).
     "medium-tied": dict(layers=2, hidden=650, batch_size=20, bptt=35, epochs=40, lr=1.0,
                         lr_decay=1.0, asgd=True, asgd_after=30, clip=5.0, init_scale=0.05,
                         dropout=0.5, input_dropout=0.4, variational=True, weight_drop=0.3,
                         ar=2.0, tar=1.0, tied=True),
-    # Character-level PTB (50 symbols), sized for an hour on two CPU cores: at a fixed budget,
-    # windows of B 32 x T 50 (twice the updates of 32 x 100 per token) learn faster; 8 epochs
-    # at lr 3e-3, then halving, with dropout 0.2 before the softmax (without it 8 epochs ended
-    # at train 1.26, valid 1.44 bpc). Its 11 epochs stopped by --max-minutes 59.5 within the
-    # eleventh: test 1.367 bpc (9 epochs, 6 at 3e-3, dropout 0.1: 1.380 in 56 minutes).
+    # Character-level PTB sized for an hour on two CPU cores (with --max-minutes 59.5): short
+    # windows, for more updates per token; dropout before the softmax against overfitting.
     "char": dict(level="char", layers=1, hidden=512, batch_size=32, bptt=50, epochs=11, lr=3e-3,
                  lr_decay=0.5, decay_after=8, optimizer="adam", clip=5.0, init_scale=0.08,
                  forget_bias=1.0, dropout=0.2),

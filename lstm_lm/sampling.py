@@ -92,3 +92,12 @@ def generate(
         yield tok
         logits, state = model.step(np.array([tok]), state)
         logits = logits[0]
+
+
+def sample_text(model: LanguageModel, vocab: Vocab, rng: np.random.Generator,
+                length: int | None = None) -> str:  # fmt: skip
+    """An unprimed sample (after `<eos>`, as a line starts) of the level's default length, as
+    text: what training shows at each epoch end."""
+    seed, _ = encode_seed(vocab, None)
+    ids = generate(model, seed, length or DEFAULT_LENGTH[vocab.level], rng)
+    return vocab.decode(list(ids)).strip()

@@ -190,12 +190,29 @@ def metrics_line(
 
 
 @dataclass
-class _Since:
-    """Training since the last evaluation: what its metrics line reports."""
+class Since:
+    """Training since a mark (the last evaluation, for its metrics line; the last progress
+    line, for the CLI's): loss summed over tokens, tokens, seconds and steps."""
 
-    loss: float = 0.0  # summed over tokens
+    loss: float = 0.0
     tokens: int = 0
     seconds: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, tokens: int, seconds: float) -> None:
+        """A step: its mean loss per token, its tokens, its time."""
+        self.loss += loss * tokens
+        self.tokens += tokens
+        self.seconds += seconds
+        self.steps += 1
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.tokens, 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
 
 
 class Trainer:
@@ -218,7 +235,7 @@ class Trainer:
         self._emit = on_event or (lambda e: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.st, self.hidden = TrainState(init_from=init_from), self.fresh_state()
-        self.since = _Since()
+        self.since = Since()
         self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
         self.resumed = resume is not None
         if resume is not None:
@@ -301,9 +318,7 @@ class Trainer:
         st.window += 1
         st.tokens += tokens
         st.elapsed += dt
-        self.since.loss += step.loss * tokens
-        self.since.tokens += tokens
-        self.since.seconds += dt
+        self.since.add(step.loss, tokens, dt)
         self.emit("step", lr, loss=step.loss)
 
     def evaluate(self, lr: float, scheduled: bool = True) -> None:
@@ -322,11 +337,10 @@ class Trainer:
         self.stop_if_diverged("valid", nll / n)
         if scheduled:
             self.maybe_start_averaging(nll / n)
-        line = metrics_line(st, lr, since.loss / max(since.tokens, 1), nll / n,
-                            since.tokens / max(since.seconds, 1e-9), self.corpus.vocab.level,
-                            self.windows)  # fmt: skip
+        line = metrics_line(st, lr, since.mean_loss, nll / n, since.tokens_per_s,
+                            self.corpus.vocab.level, self.windows)  # fmt: skip
         st.history.append(line)
-        self.since = _Since()
+        self.since = Since()
         self._write_metrics()
         if nll / n < st.best_valid:
             st.best_valid = nll / n
@@ -350,7 +364,7 @@ class Trainer:
         """Everything the next step depends on, as `name` in the run directory (by rank 0,
         with the hidden state of all B streams: any number of ranks can resume it)."""
         if self.since.tokens:  # saved between evaluations: not if training blew the weights up
-            self.stop_if_diverged("train", self.since.loss / self.since.tokens)
+            self.stop_if_diverged("train", self.since.mean_loss)
         if self.run_dir is None:
             return
         st = self.st

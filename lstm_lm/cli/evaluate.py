@@ -26,6 +26,7 @@ from lstm_lm.cli.options import (
     Pos,
     adapt_options,
     adapt_settings,
+    open_checkpoint,
     options,
     refuse_together,
 )
@@ -35,7 +36,6 @@ from lstm_lm.cli.views import (
     WorkProgress,
     eval_table,
     fmt_ppl,
-    open_checkpoint,
     score_line,
     tune_table,
     warn_unknown,

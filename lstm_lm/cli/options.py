@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from lstm_lm import parallel
+from lstm_lm import checkpoint, parallel, rundir
 from lstm_lm.adapt import (
     CACHE_LAMBDA,
     CACHE_SIZE,
@@ -22,6 +22,7 @@ from lstm_lm.adapt import (
     Dynamic,
 )
 from lstm_lm.cells import CELL_TYPES
+from lstm_lm.cli.views import Consoles
 from lstm_lm.config import (
     DEFAULT_CUTOFFS,
     DTYPES,
@@ -74,6 +75,14 @@ VERIFY_HELP = ("Check the data files against the run's token cache by their SHA-
                "their sizes and modification times.")  # fmt: skip
 CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run directory, "
              "which means its best.npz (or last.npz where there is none).")  # fmt: skip
+
+
+def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
+    """Load CKPT, saying which file a run directory resolved to."""
+    path = rundir.resolve(ckpt)
+    if path != ckpt:
+        con.log.print(f"using {path}")
+    return checkpoint.load(path)
 
 
 # --- options shared by train, bench and gradcheck ------------------------------------------

@@ -15,11 +15,11 @@ from lstm_lm.cli.options import (
     CKPT_HELP,
     Pos,
     Positive,
+    open_checkpoint,
     refuse_together,
 )
 from lstm_lm.cli.views import (
     Consoles,
-    open_checkpoint,
     warn_unknown,
 )
 from lstm_lm.data import read_text

@@ -14,6 +14,7 @@ from lstm_lm.cli.errors import library_errors
 from lstm_lm.cli.options import (
     CKPT_HELP,
     Pos,
+    open_checkpoint,
     out_file,
     refuse_together,
 )
@@ -23,7 +24,6 @@ from lstm_lm.cli.views import (
     info_json,
     info_rows,
     learning_curve,
-    open_checkpoint,
     warn_unknown,
 )
 from lstm_lm.data import read_text

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from lstm_lm import rundir
 from lstm_lm.cli.errors import library_errors
@@ -37,6 +38,7 @@ from lstm_lm.config import (
 )
 from lstm_lm.parallel import STALL_TIMEOUT
 from lstm_lm.runs import Run, plan
+from lstm_lm.sampling import sample_text
 
 
 @contextlib.contextmanager
@@ -170,7 +172,8 @@ def train(out, resume, init_from, extend_vocab, dry_run, verify, quiet, as_json,
         con.err.print(nothing_to_do(run, run.stop_reason()))
         return
     con.log.print(describe(run))
-    view = TrainView(con, run, as_json)
+    rng = np.random.default_rng(run.config.seed + 1)  # the epoch-end samples', not training's
+    view = TrainView(con, run, as_json, lambda: sample_text(run.model, run.corpus.vocab, rng))
     with stop_on_signal(con) as asked:
         try:
             run.fit(on_event=view, should_stop=asked)

@@ -10,8 +10,8 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 from rich.console import Console
@@ -26,12 +26,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lstm_lm import checkpoint, rundir
+from lstm_lm import checkpoint
 from lstm_lm.losses import bits_per_char, perplexity
 from lstm_lm.memory import fmt_bytes
 from lstm_lm.runs import Run
-from lstm_lm.sampling import DEFAULT_LENGTH, encode_seed, generate
 from lstm_lm.score import LineScore
+from lstm_lm.train import Since
 
 
 class Consoles:
@@ -117,12 +117,11 @@ class WorkProgress(contextlib.AbstractContextManager):
 
 class TrainView:
     """Renders training events: one progress bar for the whole run (on a terminal; elsewhere a
-    plain line every PROGRESS_SECONDS), a line per evaluation, a sample at each epoch end, and
-    the summary at the end."""
+    plain line every PROGRESS_SECONDS), a line per evaluation, a sample at each epoch end (the
+    text `sample()` returns), and the summary at the end."""
 
-    def __init__(self, con: Consoles, run: Run, as_json: bool):
-        self.con, self.run, self.as_json = con, run, as_json
-        self.rng = np.random.default_rng(run.config.seed + 1)  # for the epoch-end samples
+    def __init__(self, con: Consoles, run: Run, as_json: bool, sample: Callable[[], str]):
+        self.con, self.run, self.as_json, self.sample = con, run, as_json, sample
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -134,13 +133,13 @@ class TrainView:
         )
         self.task, self.reason = None, ""
         self.lines = not con.log.is_terminal and not con.log.quiet
-        self.since = ProgressSince(time.monotonic())  # set again when training starts
+        self.since, self.clock, self.tokens = Since(), time.monotonic(), 0  # at the last step
 
     def __call__(self, ev):
         getattr(self, f"on_{ev.kind}", lambda ev: None)(ev)
 
     def on_start(self, ev):
-        self.since = ProgressSince(time.monotonic(), ev.state.tokens)
+        self.since, self.clock, self.tokens = Since(), time.monotonic(), ev.state.tokens
 
     def on_step(self, ev):
         if self.lines:
@@ -152,19 +151,20 @@ class TrainView:
         """A plain line (step, epoch, train ppl, tok/s, time left) at most every
         PROGRESS_SECONDS."""
         st, since, now = ev.state, self.since, time.monotonic()
-        since.add(ev.loss)
-        if now - since.start < PROGRESS_SECONDS:
+        since.add(ev.loss, st.tokens - self.tokens, now - self.clock)
+        self.clock, self.tokens = now, st.tokens
+        if since.seconds < PROGRESS_SECONDS:
             return
-        seconds, steps = now - since.start, since.steps
+        seconds, steps = since.seconds, since.steps
         left = (ev.total - st.step) * seconds / steps
         if self.run.config.max_minutes is not None:
             left = min(left, max(0.0, 60 * self.run.config.max_minutes - st.elapsed))
         self.con.log.print(
             f"step {st.step:,}/{ev.total:,}  epoch {st.epoch - 1 + st.window / ev.windows:.2f}  "
-            f"train ppl {fmt_ppl(perplexity(since.loss / steps))}  "
-            f"{(st.tokens - since.tokens) / seconds:,.0f} tok/s  {fmt_duration(left)} left"
+            f"train ppl {fmt_ppl(perplexity(since.mean_loss))}  "
+            f"{since.tokens_per_s:,.0f} tok/s  {fmt_duration(left)} left"
         )
-        self.since = ProgressSince(now, st.tokens)
+        self.since = Since()
 
     def update_bar(self, ev):
         st = ev.state
@@ -191,10 +191,7 @@ class TrainView:
         )
 
     def on_epoch_end(self, ev):
-        vocab = self.run.corpus.vocab
-        seed, _ = encode_seed(vocab, None)
-        ids = generate(self.run.model, seed, DEFAULT_LENGTH[vocab.level], self.rng)
-        self.con.log.print(f"[dim]sample: {vocab.decode(list(ids)).strip()}[/]")
+        self.con.log.print(f"[dim]sample: {self.sample()}[/]")
 
     def on_end(self, ev):
         self.stop_bar()
@@ -215,20 +212,6 @@ class TrainView:
             self.bar.remove_task(self.task)
             self.bar.stop()
             self.task = None
-
-
-@dataclass
-class ProgressSince:
-    """Training since the last progress line."""
-
-    start: float  # time.monotonic()
-    tokens: int = 0  # the run's tokens then
-    loss: float = 0.0  # summed over steps
-    steps: int = 0
-
-    def add(self, loss: float) -> None:
-        self.loss += loss
-        self.steps += 1
 
 
 def fmt_duration(seconds: float) -> str:
@@ -561,11 +544,3 @@ def feature_table(a) -> Table:
     for feature in a.absent:
         table.add_row(feature, "[dim]not in this text[/]", "", "")
     return table
-
-
-def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
-    """Load CKPT, saying which file a run directory resolved to."""
-    path = rundir.resolve(ckpt)
-    if path != ckpt:
-        con.log.print(f"using {path}")
-    return checkpoint.load(path)
