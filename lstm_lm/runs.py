@@ -42,6 +42,7 @@ class Run:
     resume: checkpoint.Checkpoint | None = None
     group: Group | None = None
     init_from: dict | None = None  # a fine-tuned model's origin
+    notes: list[str] = field(default_factory=list)  # what the start decided, for the user
 
     def stop_reason(self) -> str:
         """What would end the run before its first step ("" if it would train)."""
@@ -88,6 +89,24 @@ def resume_changes(options: dict) -> dict:
             f"(got {', '.join(others)})"
         )
     return {k: v for k, v in options.items() if v is not None}
+
+
+def lift_reached_limits(train_state: dict, tc: TrainConfig,
+                        changes: dict) -> tuple[dict, list[str]]:  # fmt: skip
+    """A resumed run goes on: a limit (--max-steps, --max-tokens, --max-minutes) that the run
+    has already reached is lifted, unless given anew; the changes with the lifted ones set
+    to None, and a line for each."""
+    changes, notes = dict(changes), []
+    st = TrainState(**train_state)
+    while (reason := stop_reason(st, dataclasses.replace(tc, **changes))).startswith("max-"):
+        name = reason.replace("-", "_")
+        if name in changes:  # given anew, and reached all the same: nothing to do
+            break
+        notes.append(f"--{reason} {getattr(tc, name):g} was reached; going on without it "
+                     f"(Ctrl-C stops and saves; --{reason} N sets a new limit for the whole "
+                     "run)")  # fmt: skip
+        changes[name] = None
+    return changes, notes
 
 
 def refuse_on_fine_tuning(options: dict) -> None:
@@ -157,8 +176,13 @@ def plan(options: dict, out: str | Path | None = None, resume: str | Path | None
     if resume is not None:
         changes = resume_changes(options)
         path = rundir.newest(resume) if Path(resume).is_dir() else Path(resume)
-        values, origins = _from_checkpoint(path, changes, f"the run ({path})")
-        source = DataSource.from_json(checkpoint.header(path)["data"])
+        header = checkpoint.header(path)
+        tc = checkpoint.configs(path, header)[1]
+        lifted, _ = lift_reached_limits(header["train_state"], tc, changes)
+        values, origins = _from_checkpoint(path, lifted, f"the run ({path})")
+        for k in set(lifted) - set(changes):
+            origins[k] = f"lifted: the run ({path}) had reached it"
+        source = DataSource.from_json(header["data"])
         p = Plan("resume", values, origins, source, Path(out or path.parent), path,
                  changes=changes)  # fmt: skip
     elif init_from is not None:
@@ -248,6 +272,7 @@ def resume_run(
     if "rng" not in ckpt.train_state:
         raise LMError(f"{path}: an exported model holds no training state; resume from the "
                       "run's last.npz or best.npz")  # fmt: skip
+    changes, notes = lift_reached_limits(ckpt.train_state, ckpt.train_config, changes)
     tc = dataclasses.replace(ckpt.train_config, **changes)
     corpus = cache.trained_on(ckpt, path.parent, log, progress, keep=False, verify=verify)
     out = Path(out) if out is not None else path.parent
@@ -255,7 +280,7 @@ def resume_run(
         check_free(out)
         if (path.parent / BEST).exists():
             write_atomic(out / BEST, (path.parent / BEST).read_bytes())
-    return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt)
+    return Run(ckpt.model, corpus, tc, out, np.random.default_rng(tc.seed), ckpt, notes=notes)
 
 
 def init_run(

@@ -29,12 +29,13 @@ def encode_seed(vocab: Vocab, text: str | None) -> tuple[np.ndarray, list[str]]:
     return ids, unknown
 
 
-def prime(model: LanguageModel, seed_ids: np.ndarray) -> tuple[np.ndarray, State]:
-    """Run the seed (N,) through the model (batch 1) in one window.
-    Returns the logits (V,) for the token after the seed and the state."""
+def prime(model: LanguageModel, seed_ids: np.ndarray,
+          state: State | None = None) -> tuple[np.ndarray, State]:  # fmt: skip
+    """Run the seed (N,) through the model (batch 1) in one window, from `state` (default:
+    fresh). Returns the logits (V,) for the token after the seed and the state."""
     if len(seed_ids) == 0:
         raise LMError("the seed is empty after tokenisation; give some text the model knows")
-    state = model.init_state(1)
+    state = model.init_state(1) if state is None else state
     if len(seed_ids) > 1:
         state = model.advance(seed_ids[None, :-1], state)
     logits, state = model.step(seed_ids[-1:], state)
@@ -69,6 +70,45 @@ def draw(
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(z) - 1))
 
 
+def check_options(temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> None:  # fmt: skip
+    """LMError for a drawing option out of range."""
+    if temperature <= 0:
+        raise LMError("temperature must be positive")
+    if top_k is not None and top_k < 1:
+        raise LMError("top-k must be at least 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise LMError("top-p must be in (0, 1]")
+
+
+class Sampler:
+    """Draws tokens one at a time and keeps the model's state between calls: `feed` text's
+    ids, `draw` a continuation, feed more (a conversation), draw again."""
+
+    def __init__(self, model: LanguageModel, rng: np.random.Generator, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None,
+                 greedy: bool = False):  # fmt: skip
+        check_options(temperature, top_k, top_p)
+        self.model, self.rng = model, rng
+        self.options = (temperature, top_k, top_p, greedy)
+        self.logits: np.ndarray | None = None  # (V,) for the next token, once fed
+        self.state: State | None = None
+
+    def feed(self, ids: np.ndarray) -> None:
+        """Read ids (N,) after what was read and drawn so far."""
+        self.logits, self.state = prime(self.model, np.asarray(ids), self.state)
+
+    def draw(self, length: int) -> Iterator[int]:
+        """Yield `length` token ids, each read before the next is drawn."""
+        if self.logits is None:
+            raise LMError("nothing to continue: feed the sampler some text first")
+        for _ in range(length):
+            tok = draw(self.logits, self.rng, *self.options)
+            yield tok
+            logits, self.state = self.model.step(np.array([tok]), self.state)
+            self.logits = logits[0]
+
+
 def generate(
     model: LanguageModel,
     seed_ids: np.ndarray,
@@ -80,18 +120,9 @@ def generate(
     top_p: float | None = None,
 ) -> Iterator[int]:
     """Yield `length` token ids following the seed (drawn as `draw` says)."""
-    if temperature <= 0:
-        raise LMError("temperature must be positive")
-    if top_k is not None and top_k < 1:
-        raise LMError("top-k must be at least 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise LMError("top-p must be in (0, 1]")
-    logits, state = prime(model, np.asarray(seed_ids))
-    for _ in range(length):
-        tok = draw(logits, rng, temperature, top_k, top_p, greedy)
-        yield tok
-        logits, state = model.step(np.array([tok]), state)
-        logits = logits[0]
+    sampler = Sampler(model, rng, temperature, top_k, top_p, greedy)
+    sampler.feed(seed_ids)
+    yield from sampler.draw(length)
 
 
 def sample_text(model: LanguageModel, vocab: Vocab, rng: np.random.Generator,

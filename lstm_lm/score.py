@@ -28,7 +28,7 @@ from lstm_lm.model import LanguageModel
 class LineScore:
     text: str
     logprob: float  # natural log, summed over the targets
-    token_logprobs: np.ndarray  # (tokens,) each target's, the closing boundary last
+    token_logprobs: tuple[float, ...]  # each target's, the closing boundary last
     unknown: list[str]  # words (characters) of the line missing from the vocabulary
 
     @property
@@ -78,7 +78,7 @@ def score_lines(
             nll[:, w], state = model.token_nll(x[:, w], y[:, w], state, mask[:, w])
         for row, i in enumerate(batch):
             logprobs[i] = -nll[row, : len(seqs[i]) - 1]
-    return [LineScore(line, float(lp.sum()), lp, unknown)
+    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown)
             for line, lp, (_, unknown) in zip(lines, logprobs, encoded)]  # fmt: skip
 
 
@@ -96,5 +96,5 @@ def score_document(
     logprobs = -token_nll(ids)
     cuts = np.cumsum([len(tok) + 1 for tok, _ in encoded])[:-1]
     pieces = np.split(logprobs, cuts)
-    return [LineScore(line, float(lp.sum()), lp, unknown)
+    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown)
             for line, lp, (_, unknown) in zip(lines, pieces, encoded)]  # fmt: skip

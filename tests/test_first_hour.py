@@ -1,19 +1,24 @@
 """What a newcomer meets in the first hour: progress in a log file, a time budget, eval's
 defaults on their own text, a double Ctrl-C, a finished run resumed, info for scripts, help."""
 
+import io
 import json
 import re
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
 
 from lstm_lm import archive, rundir
 from lstm_lm.cli import main, views
+from lstm_lm.config import TrainConfig
+from lstm_lm.train import Event, TrainState
 
 SMALL = ["--layers", "1", "--hidden", "16", "--batch-size", "8", "--bptt", "10"]
 
@@ -62,16 +67,20 @@ def test_max_minutes_stops_saves_and_resumes(own_text, tmp_path):
     assert "(--max-minutes reached)" in r.stderr
     st = archive.read_meta(out / "last.npz")["train_state"]
     assert 0.3 <= st["elapsed"] and st["epoch"] < 1000
-    r = invoke("train", "--resume", out)  # the budget is spent
-    assert r.exit_code == 0
-    assert (
-        f"nothing to do: {out} has trained " in r.stderr
-        and "--max-minutes M (M > 0.005)" in r.stderr
-    )
+    assert f"go on: lstm-lm train --resume {out}" in r.stderr
+    # the budget is spent: a resume goes on without it (here up to 5 more steps)
+    r = invoke("train", "--resume", out, "--max-steps", st["step"] + 5)
+    assert r.exit_code == 0, r.output
+    assert "--max-minutes 0.005 was reached; going on without it" in r.stderr
+    assert archive.read_meta(out / "last.npz")["train_state"]["step"] == st["step"] + 5
+    # a limit given anew that the run has already reached: nothing to do, and how to go on
+    r = invoke("train", "--resume", out, "--max-minutes", 0.005)
+    assert r.exit_code == 0 and "--max-steps" in r.stderr and "was reached" in r.stderr
+    assert f"nothing to do: {out} has trained " in r.stderr and "(M > 0.005)" in r.stderr
     r = invoke("train", "--resume", out, "--max-minutes", 0.01, "--quiet")
     assert r.exit_code == 0, r.output
     later = archive.read_meta(out / "last.npz")["train_state"]
-    assert later["step"] > st["step"] and later["elapsed"] >= 0.6
+    assert later["step"] > st["step"] + 5 and later["elapsed"] >= 0.6
     r = invoke("train", "--train", own_text, "--max-minutes", 0, "--out", tmp_path / "x")
     assert r.exit_code == 2 and "--max-minutes" in r.output
 
@@ -154,3 +163,23 @@ def test_help_texts():
     assert "pip install 'lstm-lm[mpi]' (in a checkout: pip install '.[mpi]')" in text
     assert "--max-minutes M Stop after M minutes" in text
     assert "Divide the logits by T" in " ".join(invoke("sample", "--help").output.split())
+
+
+def test_the_progress_bar_fits_80_columns_and_counts_down_to_max_minutes(tmp_path):
+    """The bar of a 2-minute run of 30,212 steps, one minute in: its step total shows at 80
+    columns and its time left is the minute the limit leaves, not the epochs' hours."""
+    con = views.Consoles()
+    con.log = Console(width=80, file=io.StringIO(), force_terminal=True)
+    run = SimpleNamespace(config=TrainConfig(epochs=13, max_minutes=2.0), out=tmp_path)
+    view = views.TrainView(con, run, False, lambda: "")
+    view.started = (time.monotonic() - 60, 0)  # 1,020 steps in the last minute
+    st = TrainState(step=1_020, epoch=1, elapsed=60.0, tokens=408_000)
+    view.update_bar(Event("step", st, 1.0, loss=5.75, windows=2_324, total=30_212))
+    table = Console(width=80, record=True, file=io.StringIO())
+    table.print(view.bar.make_tasks_table(view.bar.tasks))
+    view.stop_bar()
+    text = table.export_text()
+    assert "epoch 1/13" in text and "1020/30212" in text and "6,800 tok/s" in text, text
+    assert "1 min left" in text, text  # unlimited, it would be 29 min
+    run.config = TrainConfig(epochs=13)
+    assert view.time_left(Event("step", st, total=30_212), 60.0, 1_020) == "29 min left"

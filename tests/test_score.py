@@ -59,7 +59,7 @@ def test_scores_are_the_true_log_probabilities_of_the_chain(markov_chain_run):
     for _ in range(3000):
         seq.append(rng.choice(6, p=P[seq[-1]]))
     s = score_lines(c.model, c.vocab, [" ".join(letters[i] for i in seq)])[0]
-    model = s.token_logprobs[1:-1]  # each transition: not the first letter, not the <eos>
+    model = np.array(s.token_logprobs[1:-1])  # each transition: not the first letter, not the <eos>
     true = np.log(P[seq[:-1], seq[1:]])
     assert abs(model.mean() - true.mean()) < 0.03, (model.mean(), true.mean())
     assert np.abs(model - true).mean() < 0.1

@@ -18,6 +18,7 @@ from lstm_lm.adapt import (
     tune_cache,
     tune_dynamic,
 )
+from lstm_lm.api import Model
 from lstm_lm.cli.errors import library_errors
 from lstm_lm.cli.launcher import launch
 from lstm_lm.cli.options import (
@@ -43,7 +44,7 @@ from lstm_lm.cli.views import (
 from lstm_lm.data import read_text
 from lstm_lm.evaluation import eval_data
 from lstm_lm.losses import bits_per_char, perplexity
-from lstm_lm.score import score_document, score_lines, split_lines
+from lstm_lm.score import score_document, split_lines
 
 
 @click.command("eval", epilog=CKPT_HELP)
@@ -238,7 +239,7 @@ def score(ckpt, file, log10, as_json, per_token, batch_size, cache_size, cache_t
     c = open_checkpoint(con, ckpt)
     lines = split_lines(read_text(file))
     if cache is None and dyn is None:
-        scores = score_lines(c.model, c.vocab, lines, batch_size, c.train_config.bptt)
+        scores = Model(c).score(lines, batch_size)
     else:
         rms = None
         if dyn is not None:

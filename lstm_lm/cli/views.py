@@ -122,24 +122,26 @@ class TrainView:
 
     def __init__(self, con: Consoles, run: Run, as_json: bool, sample: Callable[[], str]):
         self.con, self.run, self.as_json, self.sample = con, run, as_json, sample
-        self.bar = Progress(
+        self.bar = Progress(  # fits 80 columns: epoch, bar, steps, ppl, tok/s, time left
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=16),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[left]}"),
             console=con.log,
             transient=True,
         )
         self.task, self.reason = None, ""
         self.lines = not con.log.is_terminal and not con.log.quiet
         self.since, self.clock, self.tokens = Since(), time.monotonic(), 0  # at the last step
+        self.started = (time.monotonic(), 0)  # this invocation's first step: clock, step
 
     def __call__(self, ev):
         getattr(self, f"on_{ev.kind}", lambda ev: None)(ev)
 
     def on_start(self, ev):
         self.since, self.clock, self.tokens = Since(), time.monotonic(), ev.state.tokens
+        self.started = (self.clock, ev.state.step)
 
     def on_step(self, ev):
         if self.lines:
@@ -155,14 +157,10 @@ class TrainView:
         self.clock, self.tokens = now, st.tokens
         if since.seconds < PROGRESS_SECONDS:
             return
-        seconds, steps = since.seconds, since.steps
-        left = (ev.total - st.step) * seconds / steps
-        if self.run.config.max_minutes is not None:
-            left = min(left, max(0.0, 60 * self.run.config.max_minutes - st.elapsed))
         self.con.log.print(
             f"step {st.step:,}/{ev.total:,}  epoch {st.epoch - 1 + st.window / ev.windows:.2f}  "
             f"train ppl {fmt_ppl(perplexity(since.mean_loss))}  "
-            f"{since.tokens_per_s:,.0f} tok/s  {fmt_duration(left)} left"
+            f"{since.tokens_per_s:,.0f} tok/s  {self.time_left(ev, since.seconds, since.steps)}"
         )
         self.since = Since()
 
@@ -170,13 +168,21 @@ class TrainView:
         st = ev.state
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task("", total=ev.total, completed=st.step - 1, info="")
-        info = (
-            f"loss {ev.loss:.3f}  ppl {fmt_ppl(perplexity(ev.loss))}  lr {ev.lr:.3g}  "
-            f"{st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s"
-        )
+            self.task = self.bar.add_task("", total=ev.total, completed=st.step - 1, info="",
+                                          left="")  # fmt: skip
+        info = f"ppl {fmt_ppl(perplexity(ev.loss))}  {st.tokens / max(st.elapsed, 1e-9):,.0f} tok/s"
+        clock, step = self.started
+        left = self.time_left(ev, time.monotonic() - clock, st.step - step)
         epoch = f"epoch {st.epoch}/{self.run.config.epochs}"
-        self.bar.update(self.task, completed=st.step, total=ev.total, description=epoch, info=info)
+        self.bar.update(self.task, completed=st.step, total=ev.total, description=epoch,
+                        info=info, left=left)  # fmt: skip
+
+    def time_left(self, ev, seconds: float, steps: int) -> str:
+        """The time to the run's end at `steps` steps in `seconds`, or to --max-minutes."""
+        left = (ev.total - ev.state.step) * seconds / max(steps, 1)
+        if self.run.config.max_minutes is not None:
+            left = min(left, max(0.0, 60 * self.run.config.max_minutes - ev.state.elapsed))
+        return f"{fmt_duration(left)} left"
 
     def on_eval(self, ev):
         m = ev.metrics
@@ -198,13 +204,16 @@ class TrainView:
         self.reason, st = ev.reason, ev.state
         if st.history:
             self.con.log.print(summary_table(st.history, st.best_valid))
-        bpc = bits_per_char(st.best_valid, self.run.corpus.vocab.level) if st.history else None
         limit = f" (--{self.reason} reached)" if self.reason.startswith("max-") else ""
+        best = "no evaluation yet"
+        if st.history:
+            bpc = bits_per_char(st.best_valid, self.run.corpus.vocab.level)
+            best = f"best valid ppl {fmt_ppl(perplexity(st.best_valid))}"
+            best += f" ({bpc:.3f} bpc)" if bpc is not None else ""
+        go_on = f"; go on: lstm-lm train --resume {self.run.out}" if limit else ""
         self.con.err.print(
             f"{'stopped' if self.reason == 'interrupted' else 'done'}: step {st.step:,}{limit}, "
-            f"best valid ppl {fmt_ppl(perplexity(st.best_valid)) if st.history else '-'}"
-            + (f" ({bpc:.3f} bpc)" if bpc is not None else "")
-            + f", {st.elapsed / 60:.1f} min; checkpoints in {self.run.out}"
+            f"{best}, {st.elapsed / 60:.1f} min; checkpoints in {self.run.out}{go_on}"
         )
 
     def stop_bar(self):
@@ -362,11 +371,11 @@ def score_line(s: LineScore, log10: bool, as_json: bool, per_token: bool) -> str
             "unknown": s.unknown,
         }
         if per_token:
-            obj["token_logprobs"] = (s.token_logprobs / base).tolist()
+            obj["token_logprobs"] = [lp / base for lp in s.token_logprobs]
         return json.dumps(obj)
     fields = [f"{s.logprob / base:.6f}", str(s.tokens), f"{s.ppl:.4f}", s.text]
     if per_token:
-        fields.append(" ".join(f"{lp:.6f}" for lp in s.token_logprobs / base))
+        fields.append(" ".join(f"{lp / base:.6f}" for lp in s.token_logprobs))
     return "\t".join(fields)
 
 
