@@ -390,7 +390,12 @@ def eval_streams(ids: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarr
 
 def num_windows(data: np.ndarray, bptt: int) -> int:
     """Windows of `bptt` steps that cover (B, L) streams; the last may be shorter."""
-    return -(-(data.shape[1] - 1) // bptt)
+    return windows_per_epoch(data.size, data.shape[0], bptt)
+
+
+def windows_per_epoch(tokens: int, batch_size: int, bptt: int) -> int:
+    """The windows of an epoch over a stream of `tokens` cut into `batch_size` streams."""
+    return -(-(tokens // batch_size - 1) // bptt)
 
 
 def window(data: np.ndarray, i: int, bptt: int) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,21 @@ def read_metrics(run: str | Path) -> list[dict]:
     return lines
 
 
+def readable(runs: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """The runs that have evaluations to plot, and why each other one has none; LMError
+    when none has any."""
+    good, skipped = [], []
+    for run in runs:
+        try:
+            read_metrics(run)
+            good.append(Path(run))
+        except LMError as e:
+            skipped.append(str(e))
+    if not good:
+        raise LMError("; ".join(skipped))
+    return good, skipped
+
+
 def learning_curves(runs: list[str | Path], x: str = "step"):
     """A matplotlib Figure: per run, a train and a valid line (their gid `RUN:train`,
     `RUN:valid`) and a marker on the best valid point (gid `RUN:best`)."""

@@ -37,6 +37,12 @@ def tokens_path(run_dir: Path, split: str) -> Path:
 def resolve(path: str | Path) -> Path:
     """A checkpoint file, or a run directory: its best.npz, or last.npz where there is no best."""
     path = Path(path)
+    if path.is_dir() and not saved(path):
+        if any((path / name).exists() for name in (METRICS, TOKENS)):
+            raise LMError(f"{path}: the run has no checkpoint yet (it saves one at its first "
+                          "evaluation and every --save-every minutes)")  # fmt: skip
+        raise LMError(f"{path}: a directory without a checkpoint (best.npz or last.npz); "
+                      "give a run directory of lstm-lm train or a .npz")  # fmt: skip
     if path.is_dir():
         path = path / BEST if (path / BEST).exists() else path / LAST
     if not path.exists():

@@ -19,7 +19,7 @@ from lstm_lm import LMError, OptionError, cache, checkpoint, rundir
 from lstm_lm.adaptive import frequency_order
 from lstm_lm.atomic import write_atomic
 from lstm_lm.config import MODEL_FIELDS, RESUMABLE, TRAIN_FIELDS, Settings, TrainConfig, resolve
-from lstm_lm.data import UNK, Corpus, DataSource
+from lstm_lm.data import UNK, Corpus, DataSource, windows_per_epoch
 from lstm_lm.download import DEFAULT_DEST, Log, Progress
 from lstm_lm.evaluation import evaluate, validation_batch
 from lstm_lm.losses import perplexity
@@ -48,6 +48,13 @@ class Run:
         """What would end the run before its first step ("" if it would train)."""
         st = TrainState(**self.resume.train_state) if self.resume is not None else TrainState()
         return stop_reason(st, self.config)
+
+    def epochs_done(self) -> float:
+        """Epochs the run has trained, as progress lines count them (0.60: 60% of the first)."""
+        st = self.resume.train_state if self.resume is not None else {"epoch": 1, "window": 0}
+        windows = windows_per_epoch(len(self.corpus.train), self.config.batch_size,
+                                    self.config.bptt)  # fmt: skip
+        return st["epoch"] - 1 + st["window"] / windows
 
     def fit(self, on_event=None, should_stop=None) -> TrainState:
         return fit(

@@ -189,6 +189,9 @@ def metrics_line(
     return line
 
 
+CURVE_POINTS = 5  # evaluations at least over --max-minutes (see Trainer.curve_due)
+
+
 @dataclass
 class Since:
     """Training since a mark (the last evaluation, for its metrics line; the last progress
@@ -237,6 +240,7 @@ class Trainer:
         self.st, self.hidden = TrainState(init_from=init_from), self.fresh_state()
         self.since = Since()
         self.saved_at, self.saved_step = time.monotonic(), None  # of the last last.npz
+        self.evaluated_at = self.st.elapsed  # the run's time at its last evaluation
         self.resumed = resume is not None
         if resume is not None:
             self.st = TrainState(**resume.train_state)
@@ -264,7 +268,9 @@ class Trainer:
             self.step()
             # decided together: the ranks' clocks and signals do not arrive in step
             due = tc.save_every and time.monotonic() - self.saved_at >= 60 * tc.save_every
-            stop, due, self.out_of_time = self.group.any(should_stop(), due, self.over_budget())
+            stop, due, self.out_of_time, curve = self.group.any(
+                should_stop(), due, self.over_budget(), self.curve_due()
+            )
             if st.window == self.windows:  # the next epoch starts afresh: saved now, resumed there
                 lr = tc.lr_at(st.epoch)
                 st.epoch += 1
@@ -274,6 +280,8 @@ class Trainer:
                 self.emit("epoch_end", lr)
             elif tc.eval_every and st.step % tc.eval_every == 0:
                 self.evaluate(tc.lr_at(st.epoch))
+            elif curve and not self.out_of_time:  # the stop evaluates anyway
+                self.evaluate(tc.lr_at(st.epoch), scheduled=False)
             elif due:
                 self.save(LAST)
             reason = self.stop_reason() or ("interrupted" if stop else "")
@@ -334,6 +342,7 @@ class Trainer:
             f"the run stopped at step {st.step}; its checkpoints were kept (resume from them)",
         )  # fmt: skip
         st.elapsed += time.perf_counter() - t0
+        self.evaluated_at = st.elapsed
         self.stop_if_diverged("valid", nll / n)
         if scheduled:
             self.maybe_start_averaging(nll / n)
@@ -378,6 +387,15 @@ class Trainer:
                 self.corpus.source, self.optimizer.state_dict(), state))  # fmt: skip
         if name == LAST:
             self.saved_at, self.saved_step = time.monotonic(), st.step
+
+    def curve_due(self) -> bool:
+        """Whether a run with --max-minutes (and no --eval-every) has gone a fifth of it since
+        its last evaluation: a run stopped before its first epoch ends still has a learning
+        curve (CURVE_POINTS evaluations), one whose epochs are shorter evaluates no more."""
+        tc = self.tc
+        if tc.max_minutes is None or tc.eval_every:
+            return False
+        return self.st.elapsed - self.evaluated_at >= 60 * tc.max_minutes / CURVE_POINTS
 
     def over_budget(self) -> bool:
         """Whether this rank's clock has passed --max-minutes (the ranks decide together)."""

@@ -77,7 +77,10 @@ SIGNALS: dict[str, dict[str, Signal]] = {
 # tokens' surface strings (`surface`); a feature constant over a text is left out.
 
 OPEN, CLOSE = set("([{") | {"-lrb-", "-lcb-", "-lsb-"}, set(")]}") | {"-rrb-", "-rcb-", "-rsb-"}
-COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)|//[^\n]*", re.S)  # C, C++, Java, JavaScript, Go, ...
+# /* */ and // (C, C++, Java, JavaScript, Go, ...), # to the end of the line (Python, shell,
+# Ruby, YAML, ...) but not C's preprocessor lines.
+COMMENT = re.compile(r"/\*.*?(?:\*/|\Z)|//[^\n]*|#(?!(?:include|define|undef|if|ifdef|ifndef|"
+                     r"elif|else|endif|pragma|error|line)\b)[^\n]*", re.S)  # fmt: skip
 
 
 def surface(vocab: Vocab, ids: np.ndarray) -> list[str]:
@@ -104,9 +107,11 @@ def _since(starts: np.ndarray) -> np.ndarray:
     return (n - last).astype(np.float64)
 
 
-def features(tokens: list[str], level: str) -> dict[str, np.ndarray]:
+def features(tokens: list[str], level: str, comments: bool = True) -> dict[str, np.ndarray]:
     """The features of a text of N tokens (surface strings), each (N,) float64: its value
-    after reading each token (an opening quote is inside the quotes, a closing one not)."""
+    after reading each token (an opening quote is inside the quotes, a closing one not).
+    `comments`: at char level, whether the text may hold code comments (not PTB's text,
+    where # is the pound sign)."""
     arr = np.array(tokens, dtype=object)
     eol = arr == "\n"
     depth = np.cumsum(np.isin(arr, list(OPEN)).astype(int) - np.isin(arr, list(CLOSE)))
@@ -123,6 +128,7 @@ def features(tokens: list[str], level: str) -> dict[str, np.ndarray]:
     if level == "char":
         word = np.array([s.isalnum() or s == "_" for s in tokens])
         out["position in word"] = np.where(word, _since(~np.r_[False, word[:-1]]) + 1, 0.0)
+    if level == "char" and comments:
         text = "".join(tokens)  # one character a token
         comment = np.zeros(len(tokens))
         for m in COMMENT.finditer(text):
@@ -184,7 +190,7 @@ def analyse(model: LanguageModel, vocab: Vocab, ids: np.ndarray, units: int | No
     if N < 2:
         raise LMError("the text has fewer than 2 tokens the model knows; give more text")
     tokens = surface(vocab, ids)
-    feats = features(tokens, vocab.level)
+    feats = features(tokens, vocab.level, comments=not vocab.ptb_chars)
     absent = [f for f, x in feats.items() if x.std() == 0]
     names = [f for f in feats if f not in absent]
     X = np.stack([feats[f] - feats[f].mean() for f in names], axis=1) if names else None  # (N, F)

@@ -229,6 +229,12 @@ def test_seed_text_with_no_known_token(tiny_run):
 def test_missing_checkpoint(tmp_path):
     for cmd in ("eval", "sample", "info"):
         assert_clean_error(invoke(cmd, tmp_path / "nope.npz"), 1, "no such checkpoint")
+    run = tmp_path / "run"  # a run stopped before its first save
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("")
+    for cmd in ("eval", "sample", "info"):
+        assert_clean_error(invoke(cmd, run), 1, f"{run}: the run has no checkpoint yet")
+    assert_clean_error(invoke("eval", tmp_path), 1, "a directory without a checkpoint")
 
 
 def test_truncated_checkpoint(tiny_run, tmp_path):
@@ -413,3 +419,11 @@ def test_damaged_checkpoints_end_in_one_line(tiny_run, tmp_path):
                 assert len([x for x in r.output.splitlines() if x.startswith("Error")]) == 1
             outcomes.add(r.exit_code)
     assert 1 in outcomes
+
+
+def test_eval_names_the_checkpoint_once(tiny_run):
+    r = invoke("eval", tiny_run)
+    assert r.exit_code == 0, r.output
+    assert r.output.count(str(tiny_run / "best.npz")) == 1, r.output  # the table's title
+    r = invoke("eval", tiny_run, "--json")  # no title: stderr says which file
+    assert f"using {tiny_run / 'best.npz'}" in r.stderr and json.loads(r.stdout)["ppl"] > 1

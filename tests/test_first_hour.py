@@ -72,6 +72,8 @@ def test_max_minutes_stops_saves_and_resumes(own_text, tmp_path):
     r = invoke("train", "--resume", out, "--max-steps", st["step"] + 5)
     assert r.exit_code == 0, r.output
     assert "--max-minutes 0.005 was reached; going on without it" in r.stderr
+    done = st["history"][-1]["epoch"]  # the evaluation at the stop: the same step
+    assert f"at step {st['step']:,} (epoch {done:.2f})" in r.stderr
     assert archive.read_meta(out / "last.npz")["train_state"]["step"] == st["step"] + 5
     # a limit given anew that the run has already reached: nothing to do, and how to go on
     r = invoke("train", "--resume", out, "--max-minutes", 0.005)
@@ -183,3 +185,21 @@ def test_the_progress_bar_fits_80_columns_and_counts_down_to_max_minutes(tmp_pat
     assert "1 min left" in text, text  # unlimited, it would be 29 min
     run.config = TrainConfig(epochs=13)
     assert view.time_left(Event("step", st, total=30_212), 60.0, 1_020) == "29 min left"
+
+
+def test_a_run_stopped_in_its_first_epoch_still_has_a_learning_curve(markov_corpus, tmp_path):
+    """--max-minutes without --eval-every: an evaluation at each fifth of the limit at least,
+    so a run stopped long before its first epoch ends has points for info and plot."""
+    data, _ = markov_corpus
+    out = tmp_path / "run"
+    r = invoke("train", "--data", data, "--layers", 1, "--hidden", 64, "--batch-size", 1,
+               "--bptt", 5, "--max-minutes", 0.02, "--quiet", "--out", out)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) >= 5 and all(m["epoch"] < 1 for m in history), history
+    elapsed = [m["elapsed"] for m in history]
+    assert all(b - a >= 0.2 * 60 * 0.02 * 0.99 for a, b in zip(elapsed, elapsed[1:-1])), elapsed
+    r = invoke("train", "--data", data, "--layers", 1, "--hidden", 64, "--batch-size", 1,
+               "--bptt", 5, "--max-minutes", 0.02, "--eval-every", 10**6, "--quiet",
+               "--out", tmp_path / "every")  # fmt: skip
+    assert len((tmp_path / "every" / "metrics.jsonl").read_text().splitlines()) == 1

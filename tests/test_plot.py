@@ -57,6 +57,11 @@ def test_errors(tmp_path, monkeypatch):
     assert r.exit_code == 1 and f"{empty}: no metrics.jsonl" in r.output
     r = CliRunner().invoke(main, ["plot", str(empty), "--out", str(tmp_path / "c.pdf")])
     assert r.exit_code == 2 and "does not end in .png or .svg" in r.output
+    good = run_dir(tmp_path / "good")  # of several runs, the others are plotted
+    r = CliRunner().invoke(main, ["plot", str(good), str(empty), "--out", str(tmp_path / "d.png")])
+    assert r.exit_code == 0 and (tmp_path / "d.png").exists(), r.output
+    assert f"skipped {empty}: no metrics.jsonl" in r.stderr and "wrote" in r.stderr
+    assert "1 run" in r.stderr
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
     r = CliRunner().invoke(main, ["plot", str(run_dir(tmp_path / "a")), "--out",
                                   str(tmp_path / "c.png")])  # fmt: skip

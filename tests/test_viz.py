@@ -261,3 +261,13 @@ class SpanStyles(HTMLParser):
         a = dict(attrs)
         if tag == "span" and "t" in (a.get("class") or "").split():
             self.spans.append(a.get("style") or "")
+
+
+def test_hash_comments_count_but_not_c_preprocessor_lines_nor_ptb_pounds():
+    text = "#include <x.h>\nx = 1  # set x\n#!/bin/sh\ny = 2\n"
+    f = viz.features(list(text), "char")["inside a comment"]
+    assert f[text.index("# set")] == 1 and f[text.index("set x")] == 1
+    assert f[text.index("/bin/sh")] == 1  # a shebang is a comment line too
+    assert f[text.index("include")] == 0 and f[text.index("y = 2")] == 0
+    assert f[text.index("x = 1")] == 0
+    assert "inside a comment" not in viz.features(list("a # 200 b"), "char", comments=False)

@@ -121,7 +121,8 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
         split = "valid"
     world = launch(procs, hosts, hostfile)
     c, data = world.together(
-        lambda: open_eval_data(con, ckpt, split, text_file, batch_size, verify), main_first=True
+        lambda: open_eval_data(con, ckpt, split, text_file, batch_size, verify, say=as_json),
+        main_first=True,
     )
     ids, name, batch_size = data.ids, data.name, data.batch_size
     path = rundir.resolve(ckpt)
@@ -193,9 +194,10 @@ def tune_and_print(con: Consoles, c, path: Path, ids, batch_size: int, what: str
     con.out.print(f"best on valid: {line}")
 
 
-def open_eval_data(con: Consoles, ckpt: Path, split, text_file, batch_size, verify):
-    """The checkpoint and what to evaluate it on (evaluation.eval_data), its notes said."""
-    c = open_checkpoint(con, ckpt)
+def open_eval_data(con: Consoles, ckpt: Path, split, text_file, batch_size, verify, say):
+    """The checkpoint and what to evaluate it on (evaluation.eval_data), its notes said, and
+    the file CKPT resolved to unless the output names it (`say`)."""
+    c = open_checkpoint(con, ckpt, say)
     with FetchView(con.log) as fetch:
         data = eval_data(c, rundir.resolve(ckpt), split, text_file, batch_size, verify,
                          **fetch.hooks)  # fmt: skip

@@ -77,10 +77,11 @@ CKPT_HELP = ("CKPT is a checkpoint (.npz, or .safetensors from export) or a run 
              "which means its best.npz (or last.npz where there is none).")  # fmt: skip
 
 
-def open_checkpoint(con: Consoles, ckpt: Path) -> checkpoint.Checkpoint:
-    """Load CKPT, saying which file a run directory resolved to."""
+def open_checkpoint(con: Consoles, ckpt: Path, say: bool = True) -> checkpoint.Checkpoint:
+    """Load CKPT, saying which file a run directory resolved to (unless the output names it:
+    `say`)."""
     path = rundir.resolve(ckpt)
-    if path != ckpt:
+    if path != ckpt and say:
         con.log.print(f"using {path}")
     return checkpoint.load(path)
 

@@ -29,7 +29,7 @@ from lstm_lm.cli.views import (
 from lstm_lm.data import read_text
 from lstm_lm.export import export
 from lstm_lm.memory import fmt_bytes
-from lstm_lm.plot import X_AXES, learning_curves
+from lstm_lm.plot import X_AXES, learning_curves, readable
 from lstm_lm.plot import save as save_figure
 from lstm_lm.viz import MAX_TOKENS
 from lstm_lm.viz import report as viz_report
@@ -90,8 +90,11 @@ def plot_cmd(runs, out, x_axis):
     con = Consoles()
     if out.suffix not in (".png", ".svg"):
         raise click.BadParameter(f"{out} does not end in .png or .svg", param_hint="--out")
-    save_figure(learning_curves(runs, x_axis), out)
-    con.log.print(f"wrote {out}: {len(runs)} run{'s' * (len(runs) > 1)}")
+    good, skipped = readable(runs)
+    for reason in skipped:
+        con.err.print(f"[yellow]skipped {reason}[/]")
+    save_figure(learning_curves(good, x_axis), out)
+    con.log.print(f"wrote {out}: {len(good)} run{'s' * (len(good) > 1)}")
 
 
 @click.command(epilog=CKPT_HELP)

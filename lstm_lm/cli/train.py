@@ -51,7 +51,8 @@ def stop_on_signal(con: Consoles):
         if asked:
             raise KeyboardInterrupt
         asked.append(signum)
-        con.err.print(
+        # through the progress bar's console, which prints above the bar, not after it
+        (con.err if con.log.quiet else con.log).print(
             "[yellow]stopping after this step and saving (Ctrl-C again to abort without saving)[/]"
         )
 
@@ -73,7 +74,7 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
         run = p.start(extend_vocab=extend_vocab, verify=verify, **fetch.hooks)
     if p.kind == "resume":
         st = run.resume.train_state
-        con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {st['epoch']})")
+        con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {run.epochs_done():.2f})")
     elif p.kind == "init":
         con.log.print(f"fine-tuning {run.init_from['path']} (step {run.init_from['step']:,})")
     for note in [*run.notes, *run.corpus.notes]:
