@@ -44,7 +44,8 @@ def links(page: Path) -> list[str]:
 
 def test_the_pages_exist():
     assert {p.name for p in DOCS} >= {"usage.md", "training.md", "results.md", "speed.md",
-                                      "parallel.md", "visualise.md", "design.md"}  # fmt: skip
+                                      "parallel.md", "visualise.md", "design.md",
+                                      "library.md"}  # fmt: skip
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
