@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,34 @@ from lstm_lm import cells
 from lstm_lm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+# What the run must test rather than skip (.ci/run sets it): ptb, torch, mpi, plot, export,
+# chromium, netns. A test whose feature is missing fails there, naming what is missing.
+REQUIRED = set(os.environ.get("LSTM_LM_REQUIRE", "").split())
+
+
+def missing(feature: str, reason: str):
+    """Skip a test whose feature this machine lacks, or fail it where it is REQUIRED."""
+    if feature in REQUIRED:
+        pytest.fail(f"{reason} (required here: LSTM_LM_REQUIRE has {feature})", pytrace=False)
+    pytest.skip(reason)
+
+
+def wait_for(condition, what: str, timeout: float = 120.0, every: float = 0.05) -> None:
+    """Poll `condition()` until it holds; fail naming `what` after `timeout` seconds, which
+    only ends a test that hangs (nothing here is a measure of speed)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}")
+        time.sleep(every)
+
+
+def require_module(name: str, feature: str):
+    """The module, else `missing`."""
+    try:
+        return __import__(name)
+    except ImportError as e:
+        missing(feature, f"could not import {name!r}: {e}")
 
 
 def ptb_location() -> Path | None:
@@ -49,10 +78,8 @@ def broken_lstm_backward(monkeypatch):
 def ptb_dir() -> Path:
     where = ptb_location()
     if where is None:
-        pytest.skip(
-            "PTB not available: set LSTM_LM_PTB_MIRROR (CI sets it to ../shared/ptb) "
-            "or run lstm-lm download"
-        )
+        missing("ptb", "PTB not available: set LSTM_LM_PTB_MIRROR (CI sets it to ../shared/ptb) "
+                "or run lstm-lm download")  # fmt: skip
     return where
 
 

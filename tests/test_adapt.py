@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import require_module
 
 from lstm_lm import checkpoint
 from lstm_lm.adapt import Cache, Dynamic, evaluate_adapted, rms_path
@@ -238,7 +239,7 @@ def test_dynamic_statistics_are_kept_beside_the_checkpoint_which_never_changes(t
 
 def test_an_exported_model_without_its_training_text_takes_plain_steps(tmp_path):
     """Dynamic evaluation where the training text is gone: plain SGD steps, said so."""
-    pytest.importorskip("safetensors")
+    require_module("safetensors", "export")
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)

@@ -1,8 +1,6 @@
 """The profile of a training step: parts that add up to the step, the GEMM work of each, and
 timing that leaves the step's arithmetic alone."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -15,14 +13,14 @@ from lstm_lm.train import train_step
 
 
 def test_phases_sum_the_time_of_each_named_part():
-    phases = Phases()
+    ticks = iter([0.0, 0.25, 1.0, 1.5, 2.0, 2.0])  # a clock that reads 0, 0.25, 1, ...
+    phases = Phases(clock=lambda: next(ticks))
     for _ in range(2):
         with phases("a"):
-            time.sleep(0.01)
+            pass
     with phases("b"):
         pass
-    assert list(phases.seconds) == ["a", "b"]
-    assert 0.02 <= phases.seconds["a"] < 0.2 and phases.seconds["b"] < 0.01
+    assert phases.seconds == {"a": 0.75, "b": 0.0}
     off = Phases(on=False)
     with off("a"):
         pass
@@ -38,14 +36,15 @@ def test_profile_parts_add_up_to_the_step_with_their_gemm_work():
         "dropout masks", "input projections", "time loop, forward", "output GEMMs", "softmax",
         "time loop, backward", "token rows", "clipping", "optimiser", "other",
     ]  # fmt: skip
-    assert sum(q["ms"] for q in p["parts"]) == pytest.approx(p["step_ms"], rel=0.01, abs=0.01)
-    assert all(q["ms"] > 0 for q in p["parts"][:-1])
+    # each named part is timed inside the step, once: together they cannot exceed it ("other",
+    # the rest, is what they leave)
+    assert sum(q["ms"] for q in p["parts"][:-1]) <= p["step_ms"] * 1.01 + 0.01
+    assert all(q["ms"] > 0 for q in p["parts"][:-1]) and parts["other"]["ms"] >= 0
     N, H, V, G = 4 * 6, 32, 300, 4 * 32
     assert parts["output GEMMs"]["gflop"] == pytest.approx(3 * 2 * N * H * V / 1e9, abs=1e-4)
     assert parts["time loop, forward"]["gflop"] == pytest.approx(2 * 2 * N * H * G / 1e9, abs=1e-4)
     assert parts["input projections"]["gflop"] == pytest.approx(3 * 2 * N * H * G / 1e9, abs=1e-4)
     assert parts["softmax"]["gflop"] == 0 and parts["token rows"]["gflop"] > 0
-    assert p["tokens_per_s"] == pytest.approx(N / (p["step_ms"] / 1e3), rel=0.01)
     assert p["gemm_gflops"] > 1
 
 

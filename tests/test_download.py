@@ -126,3 +126,25 @@ def test_unwritable_destination(ptb_dir, tmp_path):
         main, ["download", "--dest", str(blocker / "ptb"), "--mirror", str(ptb_dir)]
     )
     assert r.exit_code == 1 and "cannot write to" in r.output
+
+
+def test_train_fetches_ptb_on_first_use(ptb_dir, corrupt_copy, serve, tmp_path, monkeypatch):
+    """The README's first command: no data given, so PTB is fetched into dataset/ptb (from
+    the mirror in LSTM_LM_PTB_MIRROR, here an HTTP server), checked, and trained on; a
+    server whose file does not match its checksum is refused and leaves nothing behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LSTM_LM_PTB_MIRROR", serve(corrupt_copy))
+    args = ["train", "--layers", "1", "--hidden", "8", "--max-steps", "2", "--valid-tokens",
+            "500", "--quiet", "--out", "run"]  # fmt: skip
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "ptb.valid.txt" in r.output and "checksum mismatch" in r.output
+    assert not (tmp_path / "dataset" / "ptb" / "ptb.valid.txt").exists()
+    assert not (tmp_path / "run" / "last.npz").exists()
+    monkeypatch.setenv("LSTM_LM_PTB_MIRROR", serve(ptb_dir))
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert is_verified(tmp_path / "dataset" / "ptb")
+    for name in NAMES:  # byte for byte the canonical files
+        assert (tmp_path / "dataset" / "ptb" / name).read_bytes() == (ptb_dir / name).read_bytes()
+    r = CliRunner().invoke(main, ["info", "run", "--json"])
+    assert r.exit_code == 0 and '"vocab_size": 10000' in r.stdout

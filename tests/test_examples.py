@@ -1,18 +1,35 @@
 """Every example runs (smoke settings) and prints what it shows."""
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import missing
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def run(name, *args, cwd=None):
+@pytest.fixture(scope="session")
+def torch_python() -> str:
+    """A Python with PyTorch, which is never our dependency: LSTM_LM_TORCH_PYTHON (CI makes a
+    venv of its own for it, as docs/speed.md says), else this one where torch is installed."""
+    python = os.environ.get("LSTM_LM_TORCH_PYTHON")
+    if python:
+        return python
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        missing("torch", f"could not import 'torch' ({e}); LSTM_LM_TORCH_PYTHON names another "
+                "Python that has it")  # fmt: skip
+    return sys.executable
+
+
+def run(name, *args, cwd=None, python=sys.executable):
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *map(str, args)],
+        [python, str(EXAMPLES / name), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -48,10 +65,8 @@ def test_train_on_your_text(tmp_path):
     assert re.search(r"--- sample \(seed 'the ', temperature 0.8\) ---\nthe ", out)
 
 
-def test_load_in_pytorch(markov_chain_run, tmp_path):
-    """Where PyTorch is installed (never a dependency): the exported model evaluated in
-    PyTorch gives lstm-lm eval's perplexity."""
-    pytest.importorskip("torch")
+def test_load_in_pytorch(markov_chain_run, tmp_path, torch_python):
+    """The exported model evaluated in PyTorch gives lstm-lm eval's perplexity."""
     import json
 
     from click.testing import CliRunner
@@ -64,17 +79,16 @@ def test_load_in_pytorch(markov_chain_run, tmp_path):
     ours = json.loads(
         CliRunner().invoke(main, ["eval", str(f), "--batch-size", "1", "--json"]).stdout
     )
-    theirs = json.loads(run("load_in_pytorch.py", f))
+    theirs = json.loads(run("load_in_pytorch.py", f, python=torch_python))
     assert theirs["tokens"] == ours["tokens"]
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
 
 
 @pytest.mark.parametrize("output", [["--softmax", "adaptive", "--cutoffs", "2,4"], ["--tied"]])
-def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output):
+def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output, torch_python):
     """An adaptive softmax loads into nn.AdaptiveLogSoftmaxWithLoss, a tied model into
     PyTorch's word_language_model --tied (decoder.weight = encoder.weight): eval's perplexity
     too."""
-    pytest.importorskip("torch")
     import json
 
     from click.testing import CliRunner
@@ -91,7 +105,7 @@ def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output):
     ours = json.loads(
         CliRunner().invoke(main, ["eval", str(f), "--batch-size", "1", "--json"]).stdout
     )
-    theirs = json.loads(run("load_in_pytorch.py", f))
+    theirs = json.loads(run("load_in_pytorch.py", f, python=torch_python))
     assert theirs["tokens"] == ours["tokens"]
     assert abs(theirs["ppl"] / ours["ppl"] - 1) < 1e-4
 
@@ -105,13 +119,13 @@ def test_load_in_pytorch_adaptive_or_tied(markov_corpus, tmp_path, output):
         (["--level", "char", "--hidden", "64", "--vocab", "50", "--emb", "64"], 64, False),
     ],
 )
-def test_bench_pytorch_measures_the_input_it_says(args, emb, tied):
-    """Where PyTorch is installed: the reference's LSTM reads the width the JSON reports, V at
-    the character level unless told otherwise, and --tied shares the decoder's weight."""
-    pytest.importorskip("torch")
+def test_bench_pytorch_measures_the_input_it_says(args, emb, tied, torch_python):
+    """The reference's LSTM reads the width the JSON reports, V at the character level unless
+    told otherwise, and --tied shares the decoder's weight."""
     import json
 
     small = ["--layers", "1", "--batch-size", "4", "--bptt", "5", "--repeats", "2"]
-    out = json.loads(run("bench_pytorch.py", *args, *small).strip().splitlines()[-1])
+    out = run("bench_pytorch.py", *args, *small, python=torch_python)
+    out = json.loads(out.strip().splitlines()[-1])
     assert out["emb"] == emb and out["tied"] is tied
     assert out["train_tokens_per_s"] > 0 and out["eval_tokens_per_s"] > 0

@@ -5,11 +5,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from conftest import require_module
 
 from lstm_lm.cli import main
 from lstm_lm.plot import learning_curves
 
-pytest.importorskip("matplotlib")
+require_module("matplotlib", "plot")
 
 
 def run_dir(path, char=False, n=4):

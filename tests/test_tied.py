@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import require_module
 
 from lstm_lm import checkpoint
 from lstm_lm.cli import main
@@ -192,7 +193,7 @@ def test_extend_vocab_keeps_the_old_words_probabilities():
 
 
 def test_export_keeps_the_model(tied_run, tmp_path):
-    pytest.importorskip("safetensors")
+    require_module("safetensors", "export")
     f = tmp_path / "m.safetensors"
     assert invoke("export", tied_run, f).exit_code == 0
     ours = json.loads(invoke("eval", tied_run, "--json").stdout)

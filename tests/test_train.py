@@ -281,12 +281,49 @@ def test_a_checkpoint_of_lstm_lm_0_1_0_loads(tiny_run, tmp_path):
     assert old.train_config == new.train_config and old.vocab.level == "word"
 
 
-def test_run_preparation_is_still_importable_from_train():
-    """new_run and resume_run moved to lstm_lm.runs; callers of lstm_lm.train keep working."""
-    import lstm_lm.runs
-    import lstm_lm.train
-    from lstm_lm.runs import resume_run
+def test_the_learning_rate_schedule():
+    """Zaremba et al.'s: the rate held for --decay-after epochs, then times --lr-decay at each
+    epoch (their small model: 1 for four epochs, then halved)."""
+    tc = TrainConfig(lr=1.0, lr_decay=0.5, decay_after=4)
+    assert [tc.lr_at(e) for e in range(1, 9)] == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625]
+    assert [TrainConfig(lr=0.1, lr_decay=0.8, decay_after=0).lr_at(e) for e in (1, 2)] == [
+        pytest.approx(0.08),
+        pytest.approx(0.064),
+    ]
 
-    assert new_run is lstm_lm.runs.new_run and resume_run is lstm_lm.runs.resume_run
-    with pytest.raises(AttributeError):
-        lstm_lm.train.no_such_name  # noqa: B018
+
+def test_each_step_updates_at_its_epochs_rate(tmp_path, monkeypatch):
+    """The rate every optimiser step receives, recorded: 23 windows an epoch at 1, then 23 at
+    0.5, then 23 at 0.25 (1,000 tokens, a tenth for validation, B 4, T 10)."""
+    rng = np.random.default_rng(0)
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(" ".join(rng.choice(list("abcde"), 9)) for _ in range(100)) + "\n")
+    rates = []
+    real = SGD.step
+
+    def recorded(self, params, grads, lr, rows=None):
+        rates.append(lr)
+        return real(self, params, grads, lr, rows)
+
+    monkeypatch.setattr(SGD, "step", recorded)
+    r = invoke("train", "--train", text, "--layers", 1, "--hidden", 8, "--batch-size", 4,
+               "--bptt", 10, "--epochs", 3, "--lr", 1, "--lr-decay", 0.5, "--decay-after", 1,
+               "--quiet", "--out", tmp_path / "run")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert rates == [1.0] * 23 + [0.5] * 23 + [0.25] * 23
+
+
+def test_max_tokens_stops_at_the_first_step_that_reaches_it(markov_corpus, tmp_path):
+    """20 tokens a step (B 4 x T 5): --max-tokens 1001 stops after step 51 (1,020 tokens);
+    resumed with 2,000, after step 100."""
+    data, _ = markov_corpus
+    out = tmp_path / "run"
+    opts = ["--layers", 1, "--hidden", 8, "--batch-size", 4, "--bptt", 5, "--quiet"]
+    r = invoke("train", "--data", data, *opts, "--max-tokens", 1001, "--out", out)
+    assert r.exit_code == 0, r.output
+    st = archive.read_meta(out / "last.npz")["train_state"]
+    assert (st["step"], st["tokens"]) == (51, 1020)
+    r = invoke("train", "--resume", out, "--max-tokens", 2000, "--quiet")
+    assert r.exit_code == 0, r.output
+    st = archive.read_meta(out / "last.npz")["train_state"]
+    assert (st["step"], st["tokens"]) == (100, 2000)

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import missing
 
 from lstm_lm import checkpoint, viz
 from lstm_lm.cli import main
@@ -223,8 +224,9 @@ def test_other_cells_show_their_own_signals(cell, signals, gates):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_in_a_real_browser(tmp_path):
+    if CHROMIUM is None:
+        missing("chromium", "needs Debian's chromium (apt-get install chromium)")
     vocab = char_vocab(TEXT)
     ckpt = save(tmp_path, planted(vocab, unit=1, H=6), vocab)
     out = tmp_path / "page.html"
