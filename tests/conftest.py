@@ -1,6 +1,7 @@
 """Shared fixtures: the PTB mirror, a Markov-chain corpus with a known entropy, a small run."""
 
 import os
+import platform
 import signal
 import time
 from pathlib import Path
@@ -33,6 +34,18 @@ def wait_for(condition, what: str, timeout: float = 120.0, every: float = 0.05) 
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout:g} s for {what}")
         time.sleep(every)
+
+
+READ = {"x86_64": 0, "aarch64": 63}  # the read system call's number, by machine
+
+
+def reading_stdin(pid: int) -> bool:
+    """Whether the process is blocked in read(0, ...) (Linux's /proc/PID/syscall)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return fields[:2] == [str(READ.get(platform.machine(), -1)), "0x0"]
 
 
 def require_module(name: str, feature: str):

@@ -3,13 +3,17 @@ call checked against a known answer or against the command that does the same.""
 
 import json
 import math
+import platform
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import draw_chain, markov_chain
+from conftest import READ, draw_chain, markov_chain, reading_stdin, wait_for
 
 import lstm_lm
 from lstm_lm import LMError
@@ -173,3 +177,21 @@ def test_sample_interactive_from_a_pipe(markov_chain_run):
     assert r.exit_code == 2 and "--keep-state goes with --interactive" in r.output
     r = invoke("sample", out, "--interactive", "--seed-text", "a")
     assert r.exit_code == 2 and "does not go with" in r.output
+
+
+@pytest.mark.skipif(platform.machine() not in READ or not Path("/proc/self/syscall").exists(),
+                    reason="reads Linux's /proc/PID/syscall on x86_64 or aarch64")  # fmt: skip
+def test_ctrl_c_ends_an_interactive_sample_cleanly(markov_chain_run, as_from_a_terminal):
+    """Ctrl-C while it waits for a line: the session ends with exit 0, what was printed
+    stays, no traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "lstm_lm", "sample", str(markov_chain_run[0]),
+                          "--interactive", "--length", "3", "--seed", "0"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=as_from_a_terminal)  # fmt: skip
+    p.stdin.write(b"a b\n")
+    p.stdin.flush()
+    assert p.stdout.readline().startswith(b"a b ")  # the first continuation
+    wait_for(lambda: reading_stdin(p.pid), "the next line to be read")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and b"Traceback" not in err, err

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import wait_for
+from conftest import READ, reading_stdin, wait_for
 
 from lstm_lm import archive, atomic, checkpoint, rundir
 from lstm_lm.cli import main
@@ -262,18 +262,6 @@ def test_an_interrupted_run_saves_at_once_without_evaluating(markov_corpus, tmp_
     assert events[-1] == ("end", 7, "interrupted")
     assert [step for kind, step, _ in events if kind == "eval"] == [5]  # none after the stop
     assert checkpoint.load(tmp_path / "run" / "last.npz").train_state["step"] == st.step == 7
-
-
-READ = {"x86_64": 0, "aarch64": 63}  # the read system call's number
-
-
-def reading_stdin(pid: int) -> bool:
-    """Whether the process is blocked in read(0, ...) (Linux's /proc/PID/syscall)."""
-    try:
-        fields = Path(f"/proc/{pid}/syscall").read_text().split()
-    except OSError:
-        return False
-    return fields[:2] == [str(READ.get(platform.machine(), -1)), "0x0"]
 
 
 @pytest.mark.skipif(platform.machine() not in READ or not Path("/proc/self/syscall").exists(),
