@@ -67,24 +67,24 @@ class Model:
         return self.vocab.decode(ids)
 
     # --- generating ---------------------------------------------------------------------
-    def stream(self, prompt: str = "", length: int | None = None, *, temperature: float = 1.0,
+    def stream(self, prime: str = "", length: int | None = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                seed: int | np.random.Generator | None = None) -> Iterator[str]:  # fmt: skip
-        """The continuation of `prompt` (empty: from the start of a line), piece by piece as
+        """The continuation of the text `prime` (empty: from the start of a line), piece by piece as
         each token is drawn: `length` tokens (default: 50 words or 300 characters),
         logits / `temperature`, cut to the `top_k` most likely or the nucleus `top_p`, or
         the most likely (`greedy`); `seed` (or a numpy Generator, drawn from in turn) makes it
         reproducible."""
         sampler = self._sampler(temperature, top_k, top_p, greedy, seed)
-        sampler.feed(encode_seed(self.vocab, prompt or None)[0])
+        sampler.feed(encode_seed(self.vocab, prime or None)[0])
         ids = sampler.draw(self._length(length))
-        return self.vocab.pieces(ids, line_start=not prompt or prompt.endswith("\n"))
+        return self.vocab.pieces(ids, line_start=not prime or prime.endswith("\n"))
 
-    def generate(self, prompt: str = "", length: int | None = None, *, temperature: float = 1.0,
+    def generate(self, prime: str = "", length: int | None = None, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                  seed: int | np.random.Generator | None = None) -> str:  # fmt: skip
-        """The continuation of `prompt` as one string (see `stream`), the prompt left out."""
-        return "".join(self.stream(prompt, length, temperature=temperature, top_k=top_k,
+        """The continuation of `prime` as one string (see `stream`), the prime left out."""
+        return "".join(self.stream(prime, length, temperature=temperature, top_k=top_k,
                                    top_p=top_p, greedy=greedy, seed=seed))  # fmt: skip
 
     def conversation(self, keep_state: bool = True, length: int | None = None, *,

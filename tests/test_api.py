@@ -78,10 +78,10 @@ def test_next_tokens_are_the_chains_transition_probabilities(markov_chain_run):
         model.next_tokens("a", k=0)
 
 
-def test_generate_is_reproducible_leaves_the_prompt_out_and_follows_the_options(markov_chain_run):
+def test_generate_is_reproducible_leaves_the_prime_out_and_follows_the_options(markov_chain_run):
     model = lstm_lm.load(markov_chain_run[0])
     a = model.generate("a b", length=40, seed=3)
-    assert a == model.generate("a b", length=40, seed=3)
+    assert a == model.generate(prime="a b", length=40, seed=3)  # the contract's names
     assert a != model.generate("a b", length=40, seed=4)
     words = a.split()
     assert len(words) == 40 and set(words) <= set("abcdef") | {"<eos>"} and a.startswith(" ")
@@ -90,7 +90,7 @@ def test_generate_is_reproducible_leaves_the_prompt_out_and_follows_the_options(
     assert greedy == model.generate("a", length=5, greedy=True, seed=9)
     first = model.next_tokens("a", k=1)[0][0]
     assert greedy.split()[0] == first
-    assert model.generate(length=3, seed=0).split()[0] in "abcdef"  # no prompt: a line starts
+    assert model.generate(length=3, seed=0).split()[0] in "abcdef"  # no prime: a line starts
     rng = np.random.default_rng(5)  # a Generator is drawn from in turn
     one, two = model.generate("a", 10, seed=rng), model.generate("a", 10, seed=rng)
     rng = np.random.default_rng(5)
