@@ -113,6 +113,18 @@ class Vocab:
         ids = np.where(table[pos, 0] == cps, table[pos, 1], -1).astype(np.int32)
         return ids, lambda at: [chr(c) for c in cps[at]]
 
+    def characters(self, ids: np.ndarray) -> int:
+        """Characters of the text that target tokens `ids` stand for, what bits per character
+        divide by at every level: at word level a word and the separator after it (a space,
+        or the line break that <eos> stands for at a line's end), a character a token at
+        char level (PTB's `_` a space, <eos> the line break)."""
+        if self.level == "char":
+            return int(np.size(ids))
+        if not hasattr(self, "_widths"):  # (V,) characters a word takes with its separator
+            widths = np.array([0 if t == EOS else len(t) + 1 for t in self.itos], np.int64)
+            object.__setattr__(self, "_widths", widths)
+        return int(self._widths[np.asarray(ids, np.int64)].sum())
+
     def pieces(self, ids: Iterable[int], line_start: bool = True) -> Iterator[str]:
         """The text of each id in turn, for streaming output: `<eos>` is a line break, words
         are separated by a space (none at the start of a line), PTB's `_` reads as a space.

@@ -34,6 +34,12 @@ def bits_per_char(nll: float, level: str) -> float | None:
     return nll / LN2 if level == "char" else None
 
 
+def bits_per_character(total_nll: float, characters: int) -> float:
+    """Bits per character of a text from its summed NLL (nats) and its characters
+    (Vocab.characters): what a word and a character model of one text compare by."""
+    return total_nll / LN2 / max(characters, 1)
+
+
 def _blocks(logits: np.ndarray, targets: np.ndarray, dscale: float | None) -> np.ndarray:
     """`_rows` over blocks of rows that fit in cache."""
     step = max(1, BLOCK_ELEMENTS // logits.shape[1])

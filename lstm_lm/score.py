@@ -21,6 +21,7 @@ import numpy as np
 
 from lstm_lm import LMError
 from lstm_lm.data import EOS, Vocab
+from lstm_lm.losses import bits_per_character
 from lstm_lm.model import LanguageModel
 
 
@@ -30,6 +31,7 @@ class LineScore:
     logprob: float  # natural log, summed over the targets
     token_logprobs: tuple[float, ...]  # each target's, the closing boundary last
     unknown: list[str]  # words (characters) of the line missing from the vocabulary
+    chars: int  # characters of the line and its line break (Vocab.characters)
 
     @property
     def tokens(self) -> int:
@@ -38,6 +40,11 @@ class LineScore:
     @property
     def ppl(self) -> float:
         return math.exp(-self.logprob / self.tokens)
+
+    @property
+    def bpc(self) -> float:
+        """Bits per character: what a word and a character model of one text compare by."""
+        return bits_per_character(-self.logprob, self.chars)
 
 
 def boundary(vocab: Vocab) -> int:
@@ -78,8 +85,9 @@ def score_lines(
             nll[:, w], state = model.token_nll(x[:, w], y[:, w], state, mask[:, w])
         for row, i in enumerate(batch):
             logprobs[i] = -nll[row, : len(seqs[i]) - 1]
-    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown)
-            for line, lp, (_, unknown) in zip(lines, logprobs, encoded)]  # fmt: skip
+    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown,
+                      vocab.characters(seq[1:]))
+            for line, lp, seq, (_, unknown) in zip(lines, logprobs, seqs, encoded)]  # fmt: skip
 
 
 def score_document(
@@ -96,5 +104,6 @@ def score_document(
     logprobs = -token_nll(ids)
     cuts = np.cumsum([len(tok) + 1 for tok, _ in encoded])[:-1]
     pieces = np.split(logprobs, cuts)
-    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown)
-            for line, lp, (_, unknown) in zip(lines, pieces, encoded)]  # fmt: skip
+    return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown,
+                      vocab.characters(np.r_[tok, eos]))
+            for line, lp, (tok, unknown) in zip(lines, pieces, encoded)]  # fmt: skip

@@ -133,6 +133,10 @@ def test_perplexity_and_score_are_what_the_commands_print(markov_chain_run, mark
         assert s.logprob == pytest.approx(p["logprob"], rel=1e-12)
         assert math.isclose(sum(s.token_logprobs), s.logprob, rel_tol=1e-12)
         assert all(isinstance(lp, float) for lp in s.token_logprobs)
+        # bits per character of the line and its line break (words one space apart)
+        assert s.chars == len(s.text) + 1 and p["bpc"] == pytest.approx(
+            -s.logprob / math.log(2) / (len(s.text) + 1), rel=1e-12
+        )
     with pytest.raises(LMError, match="list of lines"):
         model.score("a b c")
     with pytest.raises(LMError, match="too few"):

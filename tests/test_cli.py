@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,8 +61,13 @@ def test_eval_table_and_json(tiny_run):
     r = invoke("eval", tiny_run, "--split", "valid", "--json")
     res = json.loads(r.stdout)
     assert set(res) == {"split", "tokens", "nll", "ppl", "bpc"}
-    assert (res["split"], res["tokens"], res["bpc"]) == ("valid", 4000, None)
+    assert (res["split"], res["tokens"]) == ("valid", 4000)
     c = checkpoint.load(tiny_run)
+    # bits per character of the text scored: all of valid.txt ("a b ... f\n", one line) but
+    # its first letter and the space after it
+    text = (Path(c.meta["data"]["data"]) / "valid.txt").read_text()
+    chars = len(text) - 2
+    assert res["bpc"] == pytest.approx(res["nll"] * 4000 / np.log(2) / chars, rel=1e-12)
     expected = stepwise_nll(c.model, cache.trained_on(c).valid)
     assert res["nll"] == pytest.approx(expected, rel=1e-5)
     assert res["ppl"] == pytest.approx(np.exp(expected), rel=1e-5)

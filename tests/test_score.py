@@ -89,7 +89,7 @@ def test_score_output(markov_chain_run):
         json.loads(x)
         for x in invoke("score", out, "-", "--json", input=text).stdout.split("\n")[:-1]
     ]
-    assert [set(o) for o in objs] == [{"line", "tokens", "logprob", "ppl", "unknown"}] * 3
+    assert [set(o) for o in objs] == [{"line", "tokens", "logprob", "ppl", "bpc", "unknown"}] * 3
 
 
 def test_split_lines():

@@ -43,7 +43,7 @@ from lstm_lm.cli.views import (
 )
 from lstm_lm.data import read_text
 from lstm_lm.evaluation import eval_data
-from lstm_lm.losses import bits_per_char, perplexity
+from lstm_lm.losses import bits_per_character, perplexity
 from lstm_lm.score import score_document, split_lines
 
 
@@ -137,7 +137,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
     with WorkProgress(con.log, f"scoring {name}") as progress:
         nll, n = evaluate_adapted(c.model, ids, batch_size, cache, dynamic_settings, rms,
                                   group=world, progress=progress)  # fmt: skip
-    bpc = bits_per_char(nll / n, c.vocab.level)
+    bpc = bits_per_character(nll, c.vocab.characters(ids[1 : n + 1]))  # the targets
     result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
     if cache is not None:
         result["cache"] = cache.json()
@@ -215,7 +215,7 @@ def open_eval_data(con: Consoles, ckpt: Path, split, text_file, batch_size, veri
     "--json",
     "as_json",
     is_flag=True,
-    help='One JSON object per line: {"line", "tokens", "logprob", "ppl", "unknown"}.',
+    help='One JSON object per line: {"line", "tokens", "logprob", "ppl", "bpc", "unknown"}.',
 )
 @click.option("--per-token", is_flag=True, help="Add each token's log-probability.")
 @click.option(
@@ -253,6 +253,8 @@ def score(ckpt, file, log10, as_json, per_token, batch_size, cache_size, cache_t
         sys.stdout.write(score_line(s, log10, as_json, per_token) + "\n")
     tokens = sum(s.tokens for s in scores)
     unknown = sorted({u for s in scores for u in s.unknown})
+    nll, chars = -sum(s.logprob for s in scores), sum(s.chars for s in scores)
     con.log.print(f"{len(scores):,} lines, {tokens:,} tokens, perplexity "
-                  f"{fmt_ppl(perplexity(-sum(s.logprob for s in scores) / tokens))}"
+                  f"{fmt_ppl(perplexity(nll / tokens))}, "
+                  f"{bits_per_character(nll, chars):.4f} bits/char"
                   + (f"; {len(unknown):,} unknown types" if unknown else ""))  # fmt: skip

@@ -368,6 +368,7 @@ def score_line(s: LineScore, log10: bool, as_json: bool, per_token: bool) -> str
             "tokens": s.tokens,
             "logprob": s.logprob / base,
             "ppl": s.ppl,
+            "bpc": s.bpc,
             "unknown": s.unknown,
         }
         if per_token:
