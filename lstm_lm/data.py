@@ -216,7 +216,7 @@ def build_vocab(
     """Vocabulary from training counts: the most frequent types (ties alphabetical) with at
     least `min_count` occurrences, at most `max_vocab` of them including <unk>, which is
     added when anything is cut. Ids follow sorted order."""
-    kept = [t for t, c in counts.items() if c >= min_count]
+    kept = [t for t, c in counts.items() if c >= min_count or t == EOS]  # lines are not rare
     if max_vocab is not None and len(kept) > max_vocab:
         kept.sort(key=lambda t: (-counts[t], t))
         kept = kept[: max_vocab - (UNK not in kept[:max_vocab])]
@@ -337,6 +337,7 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
     unknown = collections.Counter()
     if vocab is None:
         vocab = build_vocab(counts[0], level, ptb_chars, source.max_vocab, source.min_count)
+        notes += vocabulary_notes(counts[0], vocab, source)
         if UNK not in vocab.stoi and any(c.keys() - vocab.stoi.keys() for c in counts[1:]):
             vocab = Vocab(tuple(sorted(vocab.itos + (UNK,))), level, ptb_chars)
     else:
@@ -353,6 +354,30 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
               "mtime_ns": t.text.mtime_ns, "sha256": t.text.sha256} for t in texts]  # fmt: skip
     files = files if all(t.text.path != STDIN for t in texts) else []
     return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes, unknown, files)
+
+
+# A word vocabulary this large for this few training tokens a type is said (PTB: 10,000
+# types, 93 tokens a type): rare words learn little and the output layer dominates the step.
+LARGE_VOCAB, FEW_TOKENS_A_TYPE = 10_000, 50
+
+
+def vocabulary_notes(counts: dict[str, int], vocab: Vocab, source: DataSource) -> list[str]:
+    """What the user should know of a word vocabulary learnt from the training counts: the
+    types --min-count turned into <unk>, and a vocabulary large for the text, with the
+    options that make it smaller."""
+    if vocab.level != "word":
+        return []
+    notes, tokens = [], sum(counts.values())
+    rare = sum(1 for t, c in counts.items() if c < source.min_count and t != EOS)
+    if rare and source.max_vocab is None:
+        notes.append(f"{rare:,} word types seen fewer than {source.min_count} times are <unk> "
+                     f"(--min-count {source.min_count}; --min-count 1 keeps them)")  # fmt: skip
+    if len(vocab) > LARGE_VOCAB and tokens / len(vocab) < FEW_TOKENS_A_TYPE:
+        notes.append(f"a large vocabulary for this text: {len(vocab):,} word types, "
+                     f"{tokens / len(vocab):.0f} training tokens a type (PTB: 93); smaller and "
+                     "faster with --max-vocab N, a higher --min-count, --softmax adaptive, or "
+                     "--level char")  # fmt: skip
+    return notes
 
 
 def _has_text(counts: dict[str, int]) -> bool:

@@ -20,7 +20,7 @@ from lstm_lm.adaptive import frequency_order
 from lstm_lm.atomic import write_atomic
 from lstm_lm.config import MODEL_FIELDS, RESUMABLE, TRAIN_FIELDS, Settings, TrainConfig, resolve
 from lstm_lm.data import UNK, Corpus, DataSource, windows_per_epoch
-from lstm_lm.download import DEFAULT_DEST, Log, Progress
+from lstm_lm.download import DEFAULT_DEST, PTB_SHA256, Log, Progress
 from lstm_lm.evaluation import evaluate, validation_batch
 from lstm_lm.losses import perplexity
 from lstm_lm.memory import check_memory
@@ -77,8 +77,10 @@ STRUCTURE = ("cell", "layers", "hidden", "tied", "init_scale", "forget_bias", "c
              "cutoffs")  # fmt: skip
 # What a fine-tuned run takes from its checkpoint and so cannot be given.
 FINE_TUNE_FIXED = ("preset", "level", "max_vocab", "min_count", *STRUCTURE)
+PTB_TRAIN = next(iter(PTB_SHA256))  # ptb.train.txt: a --data directory of PTB's files
 LIMITS = ("max_steps", "max_tokens", "max_minutes")  # a run's own, never carried over
 DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
+OWN_TEXT_MIN_COUNT = 2  # --min-count's default for your own text at word level (data_source)
 
 
 def _flag(name: str) -> str:
@@ -135,10 +137,16 @@ def fine_tuned_config(tc: TrainConfig, changes: dict) -> TrainConfig:
 
 def data_source(level: str, data=None, train=None, valid=None, test=None, max_vocab=None,
                 min_count=None) -> DataSource:  # fmt: skip
-    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given."""
+    """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given. The
+    default --min-count: 2 for your own text at word level, so that the words seen once
+    become <unk> and an unknown word at eval or score time gets a trained probability; 1
+    for PTB (whose text has its <unk> already) and at char level."""
     ptb_dir = DEFAULT_DEST if data is None and train is None else None
+    if min_count is None:
+        ptb = ptb_dir is not None or (data is not None and (Path(data) / PTB_TRAIN).exists())
+        min_count = OWN_TEXT_MIN_COUNT if level == "word" and not ptb else 1
     try:
-        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count or 1)
+        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count)
     except LMError as e:
         raise OptionError(str(e)) from None
 

@@ -4,8 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+import lstm_lm
 from lstm_lm import LMError
+from lstm_lm.cli import main
 from lstm_lm.data import (
     EOS,
     UNK,
@@ -20,6 +23,7 @@ from lstm_lm.data import (
     read_text,
     window,
 )
+from lstm_lm.runs import data_source
 from lstm_lm.tokenise import Splits, Text, count
 
 
@@ -70,8 +74,10 @@ def test_max_vocab_and_min_count(tmp_path):
     (tmp_path / "valid.txt").write_text("a b c d\n")
     c = load_corpus("word", data_dir=tmp_path, max_vocab=3)  # a, b and <unk>; <eos> (1) is cut too
     assert set(c.vocab.itos) == {"a", "b", UNK}
-    c = load_corpus("word", data_dir=tmp_path, min_count=2)
-    assert set(c.vocab.itos) == {"a", "b", "c", UNK}
+    c = load_corpus("word", data_dir=tmp_path, min_count=2)  # d goes; <eos>, seen once, stays
+    assert set(c.vocab.itos) == {"a", "b", "c", UNK, EOS}
+    assert c.notes == ["1 word types seen fewer than 2 times are <unk> (--min-count 2; "
+                       "--min-count 1 keeps them)"]  # fmt: skip
 
 
 def test_explicit_files_and_carved_valid(tmp_path):
@@ -208,3 +214,43 @@ def test_encode_lines_is_encode_of_each_line(level, ptb_chars, tmp_path):
         assert ids.tolist() == one_ids.tolist() and unknown == one_unknown, line
     expected = ["zebra", "€"] if level == "word" else sorted(set("zebra€") - set(text))
     assert v.encode_lines(lines)[3][1] == expected
+
+
+def test_min_count_defaults_by_corpus(ptb_dir, tmp_path):
+    """2 for your own text at word level (its words seen once train <unk>), 1 for PTB, at
+    char level, and whatever is given."""
+    assert data_source("word", train=str(tmp_path / "t.txt")).min_count == 2
+    assert data_source("word", data=str(tmp_path)).min_count == 2
+    assert data_source("word").min_count == 1  # PTB, fetched into dataset/ptb
+    assert data_source("word", data=str(ptb_dir)).min_count == 1  # PTB's own files
+    assert data_source("char", train=str(tmp_path / "t.txt")).min_count == 1
+    assert data_source("word", train=str(tmp_path / "t.txt"), min_count=1).min_count == 1
+
+
+def test_unknown_words_get_the_probability_of_the_words_seen_once(tmp_path):
+    """Own text at word level: a tenth of the tokens are words seen once, so <unk> stands for
+    them in training, and an unknown word at eval time gets about a tenth of the mass."""
+    rng = np.random.default_rng(0)
+    words = [f"once{i}" if rng.random() < 0.1 else str(rng.choice(list("abcde")))
+             for i in range(30_000)]  # fmt: skip
+    lines = [" ".join(words[i : i + 10]) for i in range(0, len(words), 10)]
+    (tmp_path / "t.txt").write_text("\n".join(lines) + "\n")
+    r = CliRunner().invoke(main, ["train", "--train", str(tmp_path / "t.txt"), "--layers", "1",
+                                  "--hidden", "16", "--batch-size", "16", "--bptt", "10",
+                                  "--epochs", "2", "--optimizer", "adam", "--lr", "0.01",
+                                  "--out", str(tmp_path / "run")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "word types seen fewer than 2 times are <unk> (--min-count 2" in r.stderr
+    model = lstm_lm.load(tmp_path / "run")
+    assert model.encode("a zyzzyva b") == [model.vocab.stoi[w] for w in ("a", UNK, "b")]
+    p_unk = dict(model.next_tokens("a b c d e a", k=len(model.vocab)))[UNK]
+    assert 0.06 < p_unk < 0.14, p_unk
+
+
+def test_a_large_vocabulary_for_the_text_is_said(tmp_path):
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in rng.integers(0, 30_000, 100_000)]  # 3 tokens a type
+    (tmp_path / "t.txt").write_text(" ".join(words) + "\n")
+    c = data_source("word", train=str(tmp_path / "t.txt"), min_count=1).load()
+    assert any(n.startswith("a large vocabulary for this text: ") and "--max-vocab N" in n
+               and "--softmax adaptive" in n for n in c.notes), c.notes  # fmt: skip

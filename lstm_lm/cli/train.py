@@ -102,7 +102,13 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
 )
 @click.option("--test", type=click.Path(path_type=Path), help="Test text file.")
 @click.option("--max-vocab", type=Pos, help="Keep the N most frequent types, <unk> for the rest.")
-@click.option("--min-count", type=Pos, show_default="1", help="Drop types seen fewer times.")
+@click.option(
+    "--min-count",
+    type=Pos,
+    help="Types seen fewer times become <unk> (default: 2 for "
+    "your own text at word level, so that <unk> is trained; 1 for PTB and at char "
+    "level).",
+)
 @options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
 @options("procs", "hosts", "hostfile")
 @click.option(
