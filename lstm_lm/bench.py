@@ -25,7 +25,7 @@ from lstm_lm.parallel import Group
 from lstm_lm.timing import Phases, median_rate
 from lstm_lm.train import optimizer_for, train_step
 
-VOCAB = {"word": 10_000, "char": 50}  # the synthetic vocabulary's size, by level: PTB's
+VOCAB = {"word": 10_000, "char": 50, "bpe": 8_192}  # the synthetic vocabulary, by level
 
 
 def tokens(rng: np.random.Generator, V: int, shape: tuple[int, ...], zipf: bool) -> np.ndarray:

@@ -12,7 +12,7 @@ from lstm_lm import LMError
 from lstm_lm.cells import CELL_TYPES
 from lstm_lm.optim import OPTIMIZERS
 
-LEVELS = ("word", "char")
+LEVELS = ("word", "char", "bpe")
 DTYPES = ("float32", "float64")
 SOFTMAXES = ("full", "adaptive")  # the output layers: softmax.FullSoftmax, adaptive
 

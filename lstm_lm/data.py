@@ -14,13 +14,15 @@ every checkpoint, so a resumed run or `eval` loads the same data again.
 from __future__ import annotations
 
 import collections
+import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from lstm_lm import LMError
+from lstm_lm import LMError, bpe
 from lstm_lm.download import Log, Progress, fetch_ptb
 from lstm_lm.tokenise import (
     EOS,
@@ -34,6 +36,7 @@ from lstm_lm.tokenise import (
     code_point,
     count,
     encode,
+    id_dtype,
     ptb_convention,
     tokens,
 )
@@ -45,14 +48,31 @@ VALID_FRACTION = 0.1  # of a lone train file, carved off its end for validation
 
 @dataclass(frozen=True)
 class Vocab:
-    """Token strings by id. `ptb_chars` marks the PTB character convention."""
+    """Token strings by id. `ptb_chars` marks the PTB character convention; `tokenizer` is a
+    bpe vocabulary's tokenizer, as JSON text (lstm_lm.bpe)."""
 
     itos: tuple[str, ...]
-    level: str  # "word" | "char"
+    level: str  # "word" | "char" | "bpe"
     ptb_chars: bool = False
+    tokenizer: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stoi", {s: i for i, s in enumerate(self.itos)})
+
+    @property
+    def codec(self) -> bpe.Codec:
+        """The bpe tokenizer at work (built once)."""
+        if "_codec" not in self.__dict__:
+            object.__setattr__(self, "_codec", bpe.Codec(self.tokenizer, self.itos))
+        return self.__dict__["_codec"]
+
+    def boundary(self) -> int | None:
+        """The id of the token between lines: <eos>, or the line break at plain char level and
+        in bpe; None where the vocabulary has none."""
+        if self.level == "bpe":
+            return self.codec.line_break
+        token = "\n" if self.level == "char" and not self.ptb_chars else EOS
+        return self.stoi.get(token)
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -61,12 +81,16 @@ class Vocab:
         """Text -> (ids (N,) int32, sorted tokens missing from the vocabulary). Missing tokens
         map to <unk> where the vocabulary has it and are dropped otherwise. A line break is
         `<eos>` (word level, PTB chars); no `<eos>` is added after a text's last line."""
+        if self.level == "bpe":  # bytes: nothing is unknown
+            return self.codec.encode(text), []
         raw, token = self._lookup(text)
         missing = raw < 0
         return self._known(raw, missing), sorted(set(token(np.flatnonzero(missing))))
 
     def encode_lines(self, lines: list[str]) -> list[tuple[np.ndarray, list[str]]]:
         """`encode` of each line (without its line break), in one pass over all of them."""
+        if self.level == "bpe":
+            return [(ids, []) for ids in self.codec.encode_batch(lines)]
         raw, token = self._lookup("\n".join(lines) + "\n")
         if self.level == "word":
             counts = [len(line.split()) + 1 for line in lines]  # each line's words and <eos>
@@ -82,6 +106,8 @@ class Vocab:
 
     def unknown(self, text: str) -> dict[str, int]:
         """Tokens of a text missing from the vocabulary, with their counts (most first)."""
+        if self.level == "bpe":
+            return {}
         raw, token = self._lookup(text)
         missing = token(np.flatnonzero(raw < 0))
         return dict(collections.Counter(missing).most_common())
@@ -120,6 +146,8 @@ class Vocab:
         char level (PTB's `_` a space, <eos> the line break)."""
         if self.level == "char":
             return int(np.size(ids))
+        if self.level == "bpe":
+            return self.codec.characters(ids)
         if not hasattr(self, "_widths"):  # (V,) characters a word takes with its separator
             widths = np.array([0 if t == EOS else len(t) + 1 for t in self.itos], np.int64)
             object.__setattr__(self, "_widths", widths)
@@ -128,7 +156,11 @@ class Vocab:
     def pieces(self, ids: Iterable[int], line_start: bool = True) -> Iterator[str]:
         """The text of each id in turn, for streaming output: `<eos>` is a line break, words
         are separated by a space (none at the start of a line), PTB's `_` reads as a space.
-        `line_start`: whether the text written so far ends a line (or is empty)."""
+        `line_start`: whether the text written so far ends a line (or is empty). In bpe, the
+        bytes of each token, a character split between tokens given once whole."""
+        if self.level == "bpe":
+            yield from self.codec.pieces(ids)
+            return
         for i in ids:
             tok = self.itos[i]
             if tok == EOS:
@@ -145,11 +177,15 @@ class Vocab:
         return "".join(self.pieces(np.asarray(ids).ravel().tolist()))
 
     def to_json(self) -> dict:
-        return {"itos": list(self.itos), "level": self.level, "ptb_chars": self.ptb_chars}
+        d = {"itos": list(self.itos), "level": self.level, "ptb_chars": self.ptb_chars}
+        if self.tokenizer is not None:  # as JSON, not a string of it
+            d["tokenizer"] = json.loads(self.tokenizer)
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> Vocab:
-        return cls(tuple(d["itos"]), d["level"], bool(d.get("ptb_chars", False)))
+        tokenizer = json.dumps(d["tokenizer"]) if "tokenizer" in d else None
+        return cls(tuple(d["itos"]), d["level"], bool(d.get("ptb_chars", False)), tokenizer)
 
 
 @dataclass
@@ -240,10 +276,16 @@ class DataSource:
     test: str | None = None
     max_vocab: int | None = None
     min_count: int = 1
+    vocab_size: int | None = None  # bpe: the tokens to learn (None: bpe.default_vocab_size)
 
     def __post_init__(self):
-        if self.level not in ("word", "char"):
-            raise LMError(f"unknown level {self.level!r}; use 'word' or 'char'")
+        if self.level not in ("word", "char", "bpe"):
+            raise LMError(f"unknown level {self.level!r}; use 'word', 'char' or 'bpe'")
+        if self.vocab_size is not None and self.level != "bpe":
+            raise LMError("--vocab-size sets a bpe vocabulary: it goes with --level bpe")
+        if self.level == "bpe" and (self.max_vocab is not None or self.min_count != 1):
+            raise LMError("--max-vocab and --min-count cut a word vocabulary; with --level bpe "
+                          "give --vocab-size N")  # fmt: skip
         given = sum(p is not None for p in (self.ptb_dir, self.data_dir, self.train))
         if given != 1:
             raise LMError("give either --data DIR or --train FILE, not both" if given else
@@ -283,8 +325,9 @@ class DataSource:
                             vocab=vocab, progress=progress)  # fmt: skip
 
     def to_json(self) -> dict:
+        size = {} if self.vocab_size is None else {"vocab_size": self.vocab_size}
         if self.ptb_dir is not None:
-            return {"kind": "ptb", "level": self.level, "dir": self.ptb_dir}
+            return {"kind": "ptb", "level": self.level, "dir": self.ptb_dir, **size}
         return {
             "kind": "files",
             "level": self.level,
@@ -294,12 +337,13 @@ class DataSource:
             "test": self.test,
             "max_vocab": self.max_vocab,
             "min_count": self.min_count,
+            **size,
         }
 
     @classmethod
     def from_json(cls, d: dict) -> DataSource:
         if d["kind"] == "ptb":
-            return cls(d["level"], ptb_dir=d["dir"])
+            return cls(d["level"], ptb_dir=d["dir"], vocab_size=d.get("vocab_size"))
         return cls(
             d["level"],
             data_dir=d.get("data"),
@@ -308,6 +352,7 @@ class DataSource:
             test=d.get("test"),
             max_vocab=d.get("max_vocab"),
             min_count=d.get("min_count", 1),
+            vocab_size=d.get("vocab_size"),
         )
 
 
@@ -331,6 +376,9 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
         if progress is not None:
             return lambda f, done, total: progress(f"{what} {f}", done, total)
 
+    if level == "bpe":
+        return _read_bpe(source, texts, valid is None, test is not None, name, notes, vocab,
+                         tracked)  # fmt: skip
     counts = [c for t in texts for c in count(t, level, ptb_chars, tracked("reading"))]
     if valid is None and not all(map(_has_text, counts[:2])):
         raise LMError(f"{train}: too short to carve a validation split; give --valid FILE")
@@ -378,6 +426,36 @@ def vocabulary_notes(counts: dict[str, int], vocab: Vocab, source: DataSource) -
                      "faster with --max-vocab N, a higher --min-count, --softmax adaptive, or "
                      "--level char")  # fmt: skip
     return notes
+
+
+def _read_bpe(source: DataSource, texts: list[Splits], carved: bool, has_test: bool, name: str,
+              notes: list[str], vocab: Vocab | None, tracked) -> Corpus:  # fmt: skip
+    """The bpe corpus: a byte-level BPE vocabulary learnt from the training split (or the
+    given one), then every split encoded with it, piece by piece."""
+    if vocab is None:
+        size = source.vocab_size or bpe.default_vocab_size(texts[0].text.size)
+        t0 = time.perf_counter()
+        train = (piece for k, piece in texts[0].pieces(tracked("learning BPE from")) if k == 0)
+        tokenizer = bpe.learn(train, size)
+        vocab = Vocab(bpe.vocabulary(tokenizer), "bpe", tokenizer=tokenizer)
+        notes.append(f"learnt a byte-level BPE vocabulary of {len(vocab):,} tokens from the "
+                     f"training text in {time.perf_counter() - t0:.1f} s"
+                     + ("" if source.vocab_size else " (--vocab-size N to choose)"))  # fmt: skip
+    dtype = id_dtype(len(vocab))
+    ids = [[] for t in texts for _ in range(len(t))]
+    at = 0
+    for t in texts:
+        for k, piece in t.pieces(tracked("encoding")):
+            ids[at + k].append(vocab.codec.encode(piece).astype(dtype))
+        at += len(t)
+    ids = [np.concatenate(parts) if parts else np.empty(0, dtype) for parts in ids]
+    if carved and not (len(ids[0]) and len(ids[1])):
+        raise LMError(f"{source.train}: too short to carve a validation split; give --valid FILE")
+    files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,
+              "mtime_ns": t.text.mtime_ns, "sha256": t.text.sha256} for t in texts]  # fmt: skip
+    files = files if all(t.text.path != STDIN for t in texts) else []
+    return Corpus(vocab, ids[0], ids[1], ids[2] if has_test else None, name, source, notes, {},
+                  files)  # fmt: skip
 
 
 def _has_text(counts: dict[str, int]) -> bool:

@@ -76,10 +76,10 @@ class Run:
 STRUCTURE = ("cell", "layers", "hidden", "tied", "init_scale", "forget_bias", "chrono", "softmax",
              "cutoffs")  # fmt: skip
 # What a fine-tuned run takes from its checkpoint and so cannot be given.
-FINE_TUNE_FIXED = ("preset", "level", "max_vocab", "min_count", *STRUCTURE)
+FINE_TUNE_FIXED = ("preset", "level", "max_vocab", "min_count", "vocab_size", *STRUCTURE)
 PTB_TRAIN = next(iter(PTB_SHA256))  # ptb.train.txt: a --data directory of PTB's files
 LIMITS = ("max_steps", "max_tokens", "max_minutes")  # a run's own, never carried over
-DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count")
+DATA_OPTIONS = ("data", "train", "valid", "test", "max_vocab", "min_count", "vocab_size")
 OWN_TEXT_MIN_COUNT = 2  # --min-count's default for your own text at word level (data_source)
 
 
@@ -136,7 +136,7 @@ def fine_tuned_config(tc: TrainConfig, changes: dict) -> TrainConfig:
 
 
 def data_source(level: str, data=None, train=None, valid=None, test=None, max_vocab=None,
-                min_count=None) -> DataSource:  # fmt: skip
+                min_count=None, vocab_size=None) -> DataSource:  # fmt: skip
     """The data options as a DataSource: PTB (fetched into dataset/ptb) unless given. The
     default --min-count: 2 for your own text at word level, so that the words seen once
     become <unk> and an unknown word at eval or score time gets a trained probability; 1
@@ -146,7 +146,9 @@ def data_source(level: str, data=None, train=None, valid=None, test=None, max_vo
         ptb = ptb_dir is not None or (data is not None and (Path(data) / PTB_TRAIN).exists())
         min_count = OWN_TEXT_MIN_COUNT if level == "word" and not ptb else 1
     try:
-        return DataSource(level, ptb_dir, data, train, valid, test, max_vocab, min_count)
+        return DataSource(
+            level, ptb_dir, data, train, valid, test, max_vocab, min_count, vocab_size
+        )
     except LMError as e:
         raise OptionError(str(e)) from None
 

@@ -12,17 +12,19 @@ from collections.abc import Iterator
 import numpy as np
 
 from lstm_lm import LMError
-from lstm_lm.data import EOS, Vocab
+from lstm_lm.data import Vocab
 from lstm_lm.model import LanguageModel, State
 
-DEFAULT_LENGTH = {"word": 50, "char": 300}  # tokens a sample runs to, by token level
+DEFAULT_LENGTH = {"word": 50, "char": 300, "bpe": 100}  # tokens a sample runs to, by level
 
 
 def encode_seed(vocab: Vocab, text: str | None) -> tuple[np.ndarray, list[str]]:
-    """Ids (N,) to prime with and the seed's unknown tokens; without text, `<eos>` (what
-    precedes every line), or the first token where the vocabulary has no `<eos>`."""
+    """Ids (N,) to prime with and the seed's unknown tokens; without text, the token between
+    lines (<eos>, or the line break: what precedes every line), or the first token where
+    the vocabulary has neither."""
     if text is None:
-        return np.array([vocab.stoi.get(EOS, 0)]), []
+        start = vocab.boundary()
+        return np.array([0 if start is None else start]), []
     ids, unknown = vocab.encode(text)
     if len(ids) == 0:
         raise LMError("no token of the seed text is in the model's vocabulary; give other text")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lstm_lm import LMError
-from lstm_lm.data import EOS, Vocab
+from lstm_lm.data import Vocab
 from lstm_lm.losses import bits_per_character
 from lstm_lm.model import LanguageModel
 
@@ -48,11 +48,11 @@ class LineScore:
 
 
 def boundary(vocab: Vocab) -> int:
-    """Id of the token between lines: `<eos>`, or the line break at plain char level."""
-    token = "\n" if vocab.level == "char" and not vocab.ptb_chars else EOS
-    if token not in vocab.stoi:
+    """Id of the token between lines (Vocab.boundary), or LMError where there is none."""
+    token = vocab.boundary()
+    if token is None:
         raise LMError("the model's vocabulary has no line break or <eos>; it cannot score lines")
-    return vocab.stoi[token]
+    return token
 
 
 def split_lines(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from lstm_lm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 # What the run must test rather than skip (.ci/run sets it): ptb, torch, mpi, plot, export,
-# chromium, netns. A test whose feature is missing fails there, naming what is missing.
+# bpe, chromium, netns. A test whose feature is missing fails there, naming what is missing.
 REQUIRED = set(os.environ.get("LSTM_LM_REQUIRE", "").split())
 
 

@@ -92,7 +92,9 @@ def open_checkpoint(con: Consoles, ckpt: Path, say: bool = True) -> checkpoint.C
 OPTIONS = {
     "preset": dict(type=click.Choice(list(PRESETS)), help="Named configuration (default: small, "
                    "or char with --level char); explicit options override it."),
-    "level": dict(type=click.Choice(LEVELS), help="Token level (default: word)."),
+    "level": dict(type=click.Choice(LEVELS), help="Token level (default: word): words, "
+                  "characters, or byte-level BPE subwords learnt from the training text (the "
+                  "bpe extra)."),
     "cell": dict(type=click.Choice(list(CELL_TYPES)), help="Recurrent cell."),
     "layers": dict(type=Pos, help="Recurrent layers."),
     "hidden": dict(type=Pos, help="Units per layer."),

@@ -38,8 +38,8 @@ from lstm_lm.sampling import DEFAULT_LENGTH
 @click.option(
     "--length",
     type=Pos,
-    help=f"Tokens to generate (default: "
-    f"{DEFAULT_LENGTH['char']} chars or {DEFAULT_LENGTH['word']} words).",
+    help=f"Tokens to generate (default: {DEFAULT_LENGTH['char']} chars, "
+    f"{DEFAULT_LENGTH['word']} words or {DEFAULT_LENGTH['bpe']} bpe tokens).",
 )
 @click.option(
     "--temperature",

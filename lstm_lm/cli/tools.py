@@ -116,7 +116,7 @@ def gradcheck(bptt, seed, vocab_size, **model):
     "--vocab",
     "vocab_size",
     type=click.IntRange(min=2),
-    help="Vocabulary size (default: 10,000 words, 50 at char level).",
+    help="Vocabulary size (default: 10,000 words, 50 at char level, 8,192 bpe tokens).",
 )
 @click.option("--repeats", type=Pos, default=10, show_default=True)
 @click.option(

@@ -109,6 +109,14 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
     "your own text at word level, so that <unk> is trained; 1 for PTB and at char "
     "level).",
 )
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=257),
+    metavar="N",
+    help="With --level "
+    "bpe: the tokens to learn (default: about 4 x the square root of the training "
+    "text's characters, 512 to 32,768).",
+)
 @options(*MODEL, *STEP, *SCHEDULE, shown=resolve())
 @options("procs", "hosts", "hostfile")
 @click.option(
