@@ -423,8 +423,8 @@ def vocabulary_notes(counts: dict[str, int], vocab: Vocab, source: DataSource) -
     if len(vocab) > LARGE_VOCAB and tokens / len(vocab) < FEW_TOKENS_A_TYPE:
         notes.append(f"a large vocabulary for this text: {len(vocab):,} word types, "
                      f"{tokens / len(vocab):.0f} training tokens a type (PTB: 93); smaller and "
-                     "faster with --max-vocab N, a higher --min-count, --softmax adaptive, or "
-                     "--level char")  # fmt: skip
+                     "faster with --level bpe (subwords), --max-vocab N, a higher --min-count "
+                     "or --softmax adaptive")  # fmt: skip
     return notes
 
 
