@@ -202,7 +202,8 @@ class Corpus:
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
     unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
     files: list[dict] = field(default_factory=list)  # path, size, mtime_ns, sha256 (not stdin)
-    cached: bool = False  # read from a run directory's cache of token ids
+    cached: bool = False  # read from a cache of token ids (lstm_lm.cache)
+    cached_in: str | None = None  # the directory of that cache: the run's, or the shared one
     seconds: float = 0.0  # to load it
 
 

@@ -3,6 +3,7 @@
 import os
 import platform
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from lstm_lm import cells
 from lstm_lm.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
+# The shared token cache (lstm_lm.cache) of the whole session away from the user's, and each
+# test's its own (`own_token_cache`): what one test tokenised is not another's cache hit.
+os.environ["LSTM_LM_CACHE"] = tempfile.mkdtemp(prefix="lstm-lm-test-cache-")
 # What the run must test rather than skip (.ci/run sets it): ptb, torch, mpi, plot, export,
 # bpe, chromium, netns. A test whose feature is missing fails there, naming what is missing.
 REQUIRED = set(os.environ.get("LSTM_LM_REQUIRE", "").split())
@@ -63,6 +67,11 @@ def ptb_location() -> Path | None:
         if (cand / "ptb.train.txt").is_file():
             return cand
     return None
+
+
+@pytest.fixture(autouse=True)
+def own_token_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("LSTM_LM_CACHE", str(tmp_path_factory.mktemp("token-cache")))
 
 
 @pytest.fixture

@@ -209,8 +209,11 @@ def test_resume_into_another_directory_takes_the_whole_run(tiny_run, tmp_path):
     (new / "best.npz").unlink()
     r = invoke("train", "--resume", tiny_run, "--max-steps", 70, "--out", new)
     assert r.exit_code == 0, r.output
-    assert {p.name for p in new.iterdir()} == {"best.npz", "last.npz", "metrics.jsonl"}
-    assert (tiny_run / "tokens.json").exists()  # the corpus's token ids stay with the run
+    tokens = {"tokens.json", "tokens.train.npy", "tokens.valid.npy", "tokens.test.npy"}
+    assert {p.name for p in new.iterdir()} == {"best.npz", "last.npz", "metrics.jsonl", *tokens}
+    assert (tiny_run / "tokens.json").exists()  # the corpus's token ids stay with the run,
+    for name in tokens:  # and the new directory has them too, linked: no second copy
+        assert (new / name).stat().st_ino == (tiny_run / name).stat().st_ino
     old = (tiny_run / "metrics.jsonl").read_text().splitlines()
     assert (new / "metrics.jsonl").read_text().splitlines()[: len(old)] == old
     assert checkpoint.load(new / "last.npz").train_state["step"] == 70

@@ -1,6 +1,7 @@
 """Streaming tokenisation: the same ids as reading the text whole, in any piece size, in the
 smallest integer type; a few bytes of memory per character; the run's cache of token ids."""
 
+import shutil
 import tracemalloc
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_valid_tokens_limits_validation_not_eval(tmp_path):
     r = CliRunner().invoke(main, ["eval", str(out), "--json"])
     assert r.exit_code == 0 and '"tokens": 989' in r.stdout  # eval takes the whole split
     r = CliRunner().invoke(main, ["train", "--resume", str(out), "--max-steps", "6"])
-    assert r.exit_code == 0 and "token ids from the run's cache in" in r.stderr
+    assert r.exit_code == 0 and "token ids from the cache in" in r.stderr
 
 
 def test_the_cache_is_memory_mapped_and_checked_by_size_and_time(tmp_path, monkeypatch):
@@ -151,7 +152,12 @@ def test_the_cache_is_memory_mapped_and_checked_by_size_and_time(tmp_path, monke
     os.utime(text, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, the same bytes
     assert cache.load(source, tmp_path).cached and len(hashed) == 1
     assert cache.load(source, tmp_path, verify=True).cached and len(hashed) == 2
+    (tmp_path / "tokens.json").unlink()  # cut short: the shared cache has them still
+    relinked = cache.load(source, tmp_path)
+    assert relinked.cached and relinked.cached_in == str(cache.shared_entry(source, None))
+    assert (tmp_path / "tokens.json").exists()  # and the run has its own again
     (tmp_path / "tokens.json").unlink()
+    shutil.rmtree(cache.shared_entry(source, None))
     assert not cache.load(source, tmp_path).cached  # tokenised and cached again
     assert cache.load(source, tmp_path).cached
 
@@ -163,6 +169,33 @@ def test_train_and_eval_take_verify(tmp_path):
             "--batch-size", 4, "--bptt", 10, "--max-steps", 3, "--quiet"]  # fmt: skip
     assert CliRunner().invoke(main, ["train", *map(str, args), "--out", str(out)]).exit_code == 0
     r = CliRunner().invoke(main, ["train", "--resume", str(out), "--max-steps", "4", "--verify"])
-    assert r.exit_code == 0 and "token ids from the run's cache" in r.stderr, r.output
+    assert r.exit_code == 0 and "token ids from the cache" in r.stderr, r.output
     r = CliRunner().invoke(main, ["eval", str(out), "--verify", "--json"])
     assert r.exit_code == 0, r.output
+
+
+def test_a_second_run_on_the_same_text_reads_the_shared_cache(tmp_path, monkeypatch):
+    """Another run directory, the same file and tokeniser settings: the ids come from the
+    user's cache directory, linked into the new run; other settings tokenise anew; two runs
+    publishing at once leave one complete entry."""
+    text = tmp_path / "t.txt"
+    text.write_text("a text of my own\nwith two lines\n" * 400)
+    args = ["--train", str(text), "--layers", "1", "--hidden", "8", "--batch-size", "4",
+            "--bptt", "10", "--max-steps", "2", "--valid-tokens", "100"]  # fmt: skip
+    r = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "tokenised in" in r.stderr, r.output
+    r = CliRunner().invoke(main, ["train", *args, "--hidden", "12", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0 and "token ids from the cache in" in r.stderr, r.output
+    a, b = (tmp_path / d / "tokens.train.npy" for d in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    r = CliRunner().invoke(main, ["train", *args, "--min-count", "1", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0 and "tokenised in" in r.stderr  # another vocabulary: anew
+    source = DataSource("word", train=str(text), min_count=2)
+    entry = cache.shared_entry(source, None)
+    corpus = source.load()
+    shutil.rmtree(entry)
+    cache._publish(entry, corpus, False)
+    cache._publish(entry, corpus, False)  # a second publisher finds it there: replaced whole
+    assert (entry / "tokens.json").exists()
+    assert not [p for p in entry.parent.iterdir() if p.name.startswith(".")]  # none left over
+    assert cache.load(source, None).cached

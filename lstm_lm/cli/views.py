@@ -292,7 +292,7 @@ def describe(run: Run) -> str:
     c, tc, corpus = run.model.config, run.config, run.corpus
     size = sum(f["size"] for f in corpus.files)
     loaded = f"{fmt_bytes(size)} of text, " if size else ""
-    loaded += "token ids from the run's cache" if corpus.cached else "tokenised"
+    loaded += "token ids from the cache" if corpus.cached else "tokenised"
     return (
         f"{c.cell} {c.layers} x {c.hidden}, vocab {c.vocab_size:,}{output_layer(c)}, "
         f"{run.model.num_params():,} parameters; {len(corpus.train):,} training tokens "
