@@ -60,7 +60,8 @@ class Model:
         return self.vocab.encode(text)[1]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Readable text of token ids (words separated by spaces, <eos> a line break)."""
+        """Readable text of token ids (words one space apart, <eos> a line break; bpe tokens'
+        bytes as text)."""
         ids = list(ids)
         if any(not 0 <= i < len(self.vocab) for i in ids):
             raise LMError(f"token ids must be in 0 .. {len(self.vocab) - 1}")
@@ -70,11 +71,11 @@ class Model:
     def stream(self, prime: str = "", length: int | None = None, *, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
                seed: int | np.random.Generator | None = None) -> Iterator[str]:  # fmt: skip
-        """The continuation of the text `prime` (empty: from the start of a line), piece by piece as
-        each token is drawn: `length` tokens (default: 50 words or 300 characters),
-        logits / `temperature`, cut to the `top_k` most likely or the nucleus `top_p`, or
-        the most likely (`greedy`); `seed` (or a numpy Generator, drawn from in turn) makes it
-        reproducible."""
+        """The continuation of the text `prime` (empty: from the start of a line), a piece as
+        each token is drawn: `length` tokens (default: 50 words, 300 characters or 100 bpe
+        tokens), logits / `temperature`, cut to the `top_k` most likely or the nucleus
+        `top_p`, or the most likely (`greedy`); `seed` (or a numpy Generator, drawn from in
+        turn) makes it reproducible."""
         sampler = self._sampler(temperature, top_k, top_p, greedy, seed)
         sampler.feed(encode_seed(self.vocab, prime or None)[0])
         ids = sampler.draw(self._length(length))
