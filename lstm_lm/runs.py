@@ -315,9 +315,9 @@ def init_run(
     """Fine-tuning: a new run on new text that starts from a trained model (a checkpoint
     file or a run directory's best.npz), with its configuration and vocabulary. The
     regularisation (`model_changes`) and training settings (`train_changes`) default to the
-    checkpoint's; the optimiser and schedule start afresh. Tokens the vocabulary lacks become
-    <unk> where it has one; otherwise the run stops listing them, unless `extend_vocab`,
-    which adds them (`extend_vocabulary`)."""
+    checkpoint's; the optimiser and schedule start afresh. Tokens the vocabulary lacks are
+    added with `extend_vocab` (`extend_vocabulary`); else they become <unk> where it has one,
+    and where not the run stops listing them."""
     model_changes, train_changes = model_changes or {}, train_changes or {}
     refuse_on_fine_tuning(model_changes)
     path = rundir.resolve(path)
@@ -333,23 +333,23 @@ def init_run(
     model = LanguageModel(dataclasses.replace(ckpt.model.config, **model_changes), params,
                           order=ckpt.model.output.arrays().get("order"))  # fmt: skip
     if corpus.unknown:
-        if UNK in ckpt.vocab.stoi:
-            corpus.notes.append(
-                f"{sum(corpus.unknown.values()):,} tokens of {len(corpus.unknown):,} types are "
-                f"not in the model's vocabulary and become {UNK}: {_listed(corpus.unknown)}"
-            )
-        elif not extend_vocab:
-            raise LMError(
-                f"{len(corpus.unknown):,} token types of the new text are not in the model's "
-                f"vocabulary: {_listed(corpus.unknown)}; add them with --extend-vocab"
-            )
-        else:
+        if extend_vocab:  # asked for: added, even where <unk> could stand for them
             added = f"added {len(corpus.unknown):,} token types to the vocabulary: "
             added += _listed(corpus.unknown)
             vocab = ckpt.vocab.extended(corpus.unknown)
             model = extend_vocabulary(model, len(vocab), rng)
             corpus = cache.load(source, out, log, progress, vocab=vocab, keep=False)
             corpus.notes.append(added)
+        elif UNK in ckpt.vocab.stoi:
+            corpus.notes.append(
+                f"{sum(corpus.unknown.values()):,} tokens of {len(corpus.unknown):,} types are "
+                f"not in the model's vocabulary and become {UNK}: {_listed(corpus.unknown)}"
+            )
+        else:
+            raise LMError(
+                f"{len(corpus.unknown):,} token types of the new text are not in the model's "
+                f"vocabulary: {_listed(corpus.unknown)}; add them with --extend-vocab"
+            )
     check_memory(model.config, tc)
     nll, n = evaluate(model, corpus.valid, validation_batch(tc, len(corpus.valid)))
     corpus.notes.append(f"valid ppl before fine-tuning: {perplexity(nll / n):,.2f}")

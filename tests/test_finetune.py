@@ -108,9 +108,10 @@ def test_unknown_words_become_unk_and_are_counted(tmp_path):
     r = invoke("train", "--init-from", tiny_run_like := tmp_path / "run", "--train", f, "--out",
                tmp_path / "ft2", "--extend-vocab", "--max-steps", 5)  # fmt: skip
     assert r.exit_code == 0 and tiny_run_like.exists()
-    assert len(checkpoint.load(tmp_path / "ft2").vocab) == len(
-        checkpoint.load(tmp_path / "run").vocab
-    )
+    # asked for, they are added even though <unk> could stand for them
+    tuned, old = checkpoint.load(tmp_path / "ft2").vocab, checkpoint.load(tmp_path / "run").vocab
+    assert len(tuned) == len(old) + 2 and {"zebra", "yak"} <= set(tuned.itos)
+    assert "added 2 token types to the vocabulary: 'zebra' 200, 'yak' 100" in r.stderr
 
 
 def test_a_fine_tuned_run_resumes_bit_for_bit(tiny_run, tmp_path):
