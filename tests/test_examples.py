@@ -1,5 +1,6 @@
 """Every example runs (smoke settings) and prints what it shows."""
 
+import json
 import os
 import re
 import subprocess
@@ -7,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import missing
+from conftest import missing, require_module
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -129,3 +130,13 @@ def test_bench_pytorch_measures_the_input_it_says(args, emb, tied, torch_python)
     out = json.loads(out.strip().splitlines()[-1])
     assert out["emb"] == emb and out["tied"] is tied
     assert out["train_tokens_per_s"] > 0 and out["eval_tokens_per_s"] > 0
+
+
+def test_compare_levels(tmp_path):
+    """Three levels on the same text, the same minutes: a table of their test bits/char."""
+    require_module("tokenizers", "bpe")
+    out = run("compare_levels.py", "--chars", 30_000, "--minutes", 0.02, "--out", tmp_path / "l")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [r["level"] for r in rows] == ["word", "char", "bpe"]
+    assert all(0 < r["bpc"] < 10 and r["split"] == "test" for r in rows)
+    assert (tmp_path / "l" / "data" / "test.txt").stat().st_size > 0
