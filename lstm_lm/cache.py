@@ -187,8 +187,10 @@ def _read(run_dir: Path, source: DataSource, vocab: Vocab | None, verify: bool):
         return None  # missing, unreadable or not ours: tokenise again
     if any(len(ids[s]) != n for s, n in meta["lengths"].items()):
         return None
+    spelled = meta.get("spelled")  # absent from caches written before it was kept
     return Corpus(cached, ids["train"], ids["valid"], ids.get("test"), meta["name"], source,
-                  meta["notes"], meta["unknown"], meta["files"], cached=True,
+                  meta["notes"], meta["unknown"], meta["files"],
+                  None if spelled is None else [tuple(x) for x in spelled], cached=True,
                   cached_in=str(run_dir.absolute()))  # fmt: skip
 
 
@@ -204,6 +206,7 @@ def _write(run_dir: Path, corpus: Corpus, given_vocab: bool) -> None:
         "name": corpus.name,
         "notes": corpus.notes,
         "unknown": corpus.unknown,
+        "spelled": corpus.spelled,
     }
     try:
         (run_dir / TOKENS).unlink(missing_ok=True)  # no JSON describing half-written ids

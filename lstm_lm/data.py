@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -153,6 +154,29 @@ class Vocab:
             object.__setattr__(self, "_widths", widths)
         return int(self._widths[np.asarray(ids, np.int64)].sum())
 
+    def spelled(self, counts: dict[str, int]) -> tuple[int, float]:
+        """For a word-level text given by its word counts: its characters (a word with its
+        separator, <eos> the line break) and the nats of spelling out, a character at a
+        time, every word the vocabulary lacks (which the model only knows as <unk>): what
+        makes bits per character honest where <unk> stands for many words. The spelling
+        model is a character unigram of the vocabulary's own words, each word ended by a
+        separator; a character none of them has costs as one seen once."""
+        if "_spelling" not in self.__dict__:
+            chars = collections.Counter("".join(t for t in self.itos if t not in (EOS, UNK)))
+            total = sum(chars.values()) + len(self.itos) + len(chars) + 2  # +1 each, +1 unseen
+            cost = {c: math.log(total / (n + 1)) for c, n in chars.items()}
+            ends = math.log(total / (len(self.itos) + 1))  # a word's end: one per type
+            object.__setattr__(self, "_spelling", (cost, math.log(total), ends))
+        cost, unseen, end = self.__dict__["_spelling"]
+        characters, nats = 0, 0.0
+        for word, n in counts.items():
+            if word == EOS:
+                continue
+            characters += n * (len(word) + 1)
+            if word not in self.stoi:
+                nats += n * (sum(cost.get(c, unseen) for c in word) + end)
+        return characters, nats
+
     def pieces(self, ids: Iterable[int], line_start: bool = True) -> Iterator[str]:
         """The text of each id in turn, for streaming output: `<eos>` is a line break, words
         are separated by a space (none at the start of a line), PTB's `_` reads as a space.
@@ -202,6 +226,8 @@ class Corpus:
     notes: list[str] = field(default_factory=list)  # what was inferred, for the user
     unknown: dict[str, int] = field(default_factory=dict)  # tokens a given vocabulary lacks
     files: list[dict] = field(default_factory=list)  # path, size, mtime_ns, sha256 (not stdin)
+    # word level: each split's (characters, nats of spelling its unknown words) (Vocab.spelled)
+    spelled: list[tuple[int, float]] | None = None
     cached: bool = False  # read from a cache of token ids (lstm_lm.cache)
     cached_in: str | None = None  # the directory of that cache: the run's, or the shared one
     seconds: float = 0.0  # to load it
@@ -402,7 +428,9 @@ def _read_corpus(source: DataSource, train, valid, test, ptb_chars: bool, name: 
     files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,
               "mtime_ns": t.text.mtime_ns, "sha256": t.text.sha256} for t in texts]  # fmt: skip
     files = files if all(t.text.path != STDIN for t in texts) else []
-    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes, unknown, files)
+    spelled = [vocab.spelled(c) for c in counts] if level == "word" else None
+    return Corpus(vocab, ids[0], ids[1], test_ids, name, source, notes, unknown, files,
+                  spelled)  # fmt: skip
 
 
 # A word vocabulary this large for this few training tokens a type is said (PTB: 10,000

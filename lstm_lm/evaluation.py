@@ -7,6 +7,7 @@ through it with a scorer of their own. `eval_data` chooses what `eval` scores.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,12 @@ import numpy as np
 from lstm_lm import LMError, cache, rundir
 from lstm_lm.checkpoint import Checkpoint
 from lstm_lm.config import TrainConfig
-from lstm_lm.data import as_index, eval_streams, num_windows, read_text, window
+from lstm_lm.data import Vocab, as_index, eval_streams, num_windows, read_text, window
 from lstm_lm.download import Log, Progress
+from lstm_lm.losses import bits_per_character
 from lstm_lm.model import LanguageModel, State
 from lstm_lm.parallel import Group
+from lstm_lm.tokenise import tokens
 
 # Evaluation carries the state from window to window, so the window length changes no
 # result; windows of about this many tokens (B x T) give the output layer products large
@@ -121,6 +124,17 @@ class EvalData:
     batch_size: int
     unknown: list[str] = field(default_factory=list)  # a file's types the vocabulary lacks
     notes: list[str] = field(default_factory=list)
+    spelled: tuple[int, float] | None = None  # word level: Vocab.spelled of the text
+
+    def bits_per_character(self, vocab: Vocab, nll: float) -> float:
+        """Bits per character of the targets (every token but the first) scored at `nll`
+        nats: at word level over the text's own characters, the words the vocabulary lacks
+        spelt out (Vocab.spelled); else over the characters the tokens stand for."""
+        first = vocab.characters(self.ids[:1])
+        if self.spelled is None:
+            return bits_per_character(nll, vocab.characters(self.ids) - first)
+        characters, nats = self.spelled
+        return bits_per_character(nll + nats, characters - first)
 
 
 def eval_data(ckpt: Checkpoint, path: Path, split: str | None = None,
@@ -132,18 +146,24 @@ def eval_data(ckpt: Checkpoint, path: Path, split: str | None = None,
     directory's token cache where it lies in one), read in the streams it validated with
     unless `batch_size` is given."""
     unknown, notes = [], []
+    spelled = None
     if text_file is not None:
-        ids, unknown = ckpt.vocab.encode(read_text(text_file))
+        text = read_text(text_file)
+        ids, unknown = ckpt.vocab.encode(text)
         name = str(text_file)
+        if ckpt.vocab.level == "word":
+            spelled = ckpt.vocab.spelled(collections.Counter(tokens(text, "word", False)))
     else:
         corpus = cache.trained_on(ckpt, rundir.run_of(path), log, progress, verify=verify)
         if split is None and corpus.test is None:
             notes.append("the run's data has no test split: evaluating on valid")
         name = split or ("test" if corpus.test is not None else "valid")
         ids = getattr(corpus, name)
+        if corpus.spelled is not None and ids is not None:
+            spelled = corpus.spelled[("train", "valid", "test").index(name)]
         if ids is None:
             raise LMError(f"the run's data has no {name} split; use --split valid or --file FILE")
     batch_size = batch_size or validation_batch(ckpt.train_config, len(ids))
     if len(ids) - 1 < batch_size:
         raise LMError(f"{name}: too few tokens ({len(ids)}) for batch size {batch_size}")
-    return EvalData(ids, name, batch_size, unknown, notes)
+    return EvalData(ids, name, batch_size, unknown, notes, spelled)

@@ -13,6 +13,7 @@ N lines; B lines per batch; L the longest line of a batch plus its boundary; T w
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class LineScore:
     token_logprobs: tuple[float, ...]  # each target's, the closing boundary last
     unknown: list[str]  # words (characters) of the line missing from the vocabulary
     chars: int  # characters of the line and its line break (Vocab.characters)
+    unk_nats: float = 0.0  # word level: spelling out its words the vocabulary lacks
 
     @property
     def tokens(self) -> int:
@@ -44,7 +46,7 @@ class LineScore:
     @property
     def bpc(self) -> float:
         """Bits per character: what a word and a character model of one text compare by."""
-        return bits_per_character(-self.logprob, self.chars)
+        return bits_per_character(self.unk_nats - self.logprob, self.chars)
 
 
 def boundary(vocab: Vocab) -> int:
@@ -86,7 +88,7 @@ def score_lines(
         for row, i in enumerate(batch):
             logprobs[i] = -nll[row, : len(seqs[i]) - 1]
     return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown,
-                      vocab.characters(seq[1:]))
+                      *_spelled(vocab, line, seq[1:]))
             for line, lp, seq, (_, unknown) in zip(lines, logprobs, seqs, encoded)]  # fmt: skip
 
 
@@ -105,5 +107,13 @@ def score_document(
     cuts = np.cumsum([len(tok) + 1 for tok, _ in encoded])[:-1]
     pieces = np.split(logprobs, cuts)
     return [LineScore(line, float(lp.sum()), tuple(lp.tolist()), unknown,
-                      vocab.characters(np.r_[tok, eos]))
+                      *_spelled(vocab, line, np.r_[tok, eos]))
             for line, lp, (tok, unknown) in zip(lines, pieces, encoded)]  # fmt: skip
+
+
+def _spelled(vocab: Vocab, line: str, targets: np.ndarray) -> tuple[int, float]:
+    """A line's characters with its line break, and at word level the nats of spelling out
+    its words the vocabulary lacks (Vocab.spelled)."""
+    if vocab.level == "word":
+        return vocab.spelled(collections.Counter(line.split()))
+    return vocab.characters(targets), 0.0

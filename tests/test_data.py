@@ -1,6 +1,7 @@
 """The data pipeline: PTB counts, vocabularies, own corpora, batching, errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -245,6 +246,21 @@ def test_unknown_words_get_the_probability_of_the_words_seen_once(tmp_path):
     assert model.encode("a zyzzyva b") == [model.vocab.stoi[w] for w in ("a", UNK, "b")]
     p_unk = dict(model.next_tokens("a b c d e a", k=len(model.vocab)))[UNK]
     assert 0.06 < p_unk < 0.14, p_unk
+    # eval's bits per character charge the unknown word's spelling, over the text's own
+    # characters: a longer unknown word costs more, where <unk> alone would cost the same
+    bpc = {}
+    for word in ("zz", "zzzzzzzzzzzz"):
+        (tmp_path / "e.txt").write_text(f"a b {word} c d e\n" * 20)
+        args = ["eval", str(tmp_path / "run"), "--file", str(tmp_path / "e.txt")]
+        r = CliRunner().invoke(main, [*args, "--batch-size", "1", "--json"])
+        res = json.loads(r.stdout)
+        chars, nats = model.vocab.spelled({"a": 20, "b": 20, word: 20, "c": 20, "d": 20, "e": 20})
+        assert chars == 20 * len(f"a b {word} c d e\n")
+        assert res["bpc"] == pytest.approx(
+            (res["nll"] * res["tokens"] + nats) / math.log(2) / (chars - 2), rel=1e-9
+        )
+        bpc[word] = res["bpc"] * chars  # bits of the whole text
+    assert bpc["zzzzzzzzzzzz"] > bpc["zz"] + 20 * 10 * 2  # ten more letters, each > 2 bits
 
 
 def test_a_large_vocabulary_for_the_text_is_said(tmp_path):
@@ -257,3 +273,15 @@ def test_a_large_vocabulary_for_the_text_is_said(tmp_path):
     assert all(
         remedy in said[0] for remedy in ("--level bpe", "--max-vocab N", "--softmax adaptive")
     )
+
+
+def test_spelling_out_unknown_words_for_bits_per_character():
+    """A word the vocabulary lacks costs its characters under a unigram of the vocabulary's
+    own words (add-one, one count for a character none has) and a word's end: worked out by
+    hand for a vocabulary of "ab" and "b"."""
+    vocab = Vocab((EOS, UNK, "ab", "b"), "word")
+    total = 3 + 4 + 2 + 2  # characters a, b, b; + 1 for each type, each character, unseen, end
+    chars, nats = vocab.spelled({"ab": 2, "zb": 1, EOS: 1})
+    assert chars == 2 * 3 + 3  # each word and its separator; <eos> is the last one's
+    assert nats == pytest.approx(math.log(total) + math.log(total / 3) + math.log(total / 5))
+    assert vocab.spelled({"ab": 5, "b": 1}) == (17, 0.0)  # nothing unknown: nothing to spell

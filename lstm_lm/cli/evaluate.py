@@ -137,7 +137,7 @@ def eval_cmd(ckpt, split, text_file, batch_size, as_json, verify, cache_size, ca
     with WorkProgress(con.log, f"scoring {name}") as progress:
         nll, n = evaluate_adapted(c.model, ids, batch_size, cache, dynamic_settings, rms,
                                   group=world, progress=progress)  # fmt: skip
-    bpc = bits_per_character(nll, c.vocab.characters(ids[1 : n + 1]))  # the targets
+    bpc = data.bits_per_character(c.vocab, nll)
     result = {"split": name, "tokens": n, "nll": nll / n, "ppl": perplexity(nll / n), "bpc": bpc}
     if cache is not None:
         result["cache"] = cache.json()
@@ -256,5 +256,6 @@ def score(ckpt, file, log10, as_json, per_token, batch_size, cache_size, cache_t
     nll, chars = -sum(s.logprob for s in scores), sum(s.chars for s in scores)
     con.log.print(f"{len(scores):,} lines, {tokens:,} tokens, perplexity "
                   f"{fmt_ppl(perplexity(nll / tokens))}, "
-                  f"{bits_per_character(nll, chars):.4f} bits/char"
+                  f"{bits_per_character(nll + sum(s.unk_nats for s in scores), chars):.4f} "
+                  "bits/char"
                   + (f"; {len(unknown):,} unknown types" if unknown else ""))  # fmt: skip
