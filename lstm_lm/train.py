@@ -389,13 +389,15 @@ class Trainer:
             self.saved_at, self.saved_step = time.monotonic(), st.step
 
     def curve_due(self) -> bool:
-        """Whether a run with --max-minutes (and no --eval-every) has gone a fifth of it since
-        its last evaluation: a run stopped before its first epoch ends still has a learning
-        curve (CURVE_POINTS evaluations), one whose epochs are shorter evaluates no more."""
+        """Whether a run with --max-minutes (and no --eval-every) has passed the next fifth of
+        it since its last evaluation: a run stopped before its first epoch ends still has a
+        learning curve (an evaluation at each fifth, while evaluations take less than one),
+        and one whose epochs are shorter evaluates no more often."""
         tc = self.tc
         if tc.max_minutes is None or tc.eval_every:
             return False
-        return self.st.elapsed - self.evaluated_at >= 60 * tc.max_minutes / CURVE_POINTS
+        fifth = 60 * tc.max_minutes / CURVE_POINTS
+        return self.st.elapsed >= (math.floor(self.evaluated_at / fifth) + 1) * fifth
 
     def over_budget(self) -> bool:
         """Whether this rank's clock has passed --max-minutes (the ranks decide together)."""
