@@ -23,14 +23,7 @@ from lstm_lm.adapt import (
 )
 from lstm_lm.cells import CELL_TYPES
 from lstm_lm.cli.views import Consoles
-from lstm_lm.config import (
-    DEFAULT_CUTOFFS,
-    DTYPES,
-    LEVELS,
-    PRESETS,
-    SOFTMAXES,
-    Settings,
-)
+from lstm_lm.config import DEFAULT_CUTOFFS, DTYPES, LEVELS, PRESETS, SOFTMAXES, Settings
 from lstm_lm.optim import OPTIMIZERS
 
 Pos = click.IntRange(min=1)

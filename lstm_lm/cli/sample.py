@@ -12,17 +12,8 @@ import numpy as np
 from lstm_lm.api import Conversation, Model
 from lstm_lm.atomic import write_atomic
 from lstm_lm.cli.errors import library_errors
-from lstm_lm.cli.options import (
-    CKPT_HELP,
-    Pos,
-    Positive,
-    open_checkpoint,
-    refuse_together,
-)
-from lstm_lm.cli.views import (
-    Consoles,
-    warn_unknown,
-)
+from lstm_lm.cli.options import CKPT_HELP, Pos, Positive, open_checkpoint, refuse_together
+from lstm_lm.cli.views import Consoles, warn_unknown
 from lstm_lm.data import read_text
 from lstm_lm.sampling import DEFAULT_LENGTH
 

@@ -11,13 +11,7 @@ from rich.table import Table
 from lstm_lm import rundir
 from lstm_lm.atomic import write_atomic
 from lstm_lm.cli.errors import library_errors
-from lstm_lm.cli.options import (
-    CKPT_HELP,
-    Pos,
-    open_checkpoint,
-    out_file,
-    refuse_together,
-)
+from lstm_lm.cli.options import CKPT_HELP, Pos, open_checkpoint, out_file, refuse_together
 from lstm_lm.cli.views import (
     Consoles,
     feature_table,

@@ -13,12 +13,7 @@ from lstm_lm.bench import VOCAB, bench_literal, profile
 from lstm_lm.bench import bench as run_bench
 from lstm_lm.cli.errors import library_errors, usage_errors
 from lstm_lm.cli.launcher import launch
-from lstm_lm.cli.options import (
-    MODEL,
-    STEP,
-    Pos,
-    options,
-)
+from lstm_lm.cli.options import MODEL, STEP, Pos, options
 from lstm_lm.cli.views import (
     Consoles,
     FetchView,
@@ -27,10 +22,7 @@ from lstm_lm.cli.views import (
     output_layer,
     profile_table,
 )
-from lstm_lm.config import (
-    ModelConfig,
-    resolve,
-)
+from lstm_lm.config import ModelConfig, resolve
 from lstm_lm.download import DEFAULT_DEST, MIRROR_ENV, fetch_ptb
 from lstm_lm.gradcheck import TOLERANCE, check_gradients, config_for
 

@@ -33,9 +33,7 @@ from lstm_lm.cli.views import (
     nothing_to_do,
     settings_table,
 )
-from lstm_lm.config import (
-    resolve,
-)
+from lstm_lm.config import resolve
 from lstm_lm.parallel import STALL_TIMEOUT
 from lstm_lm.runs import Run, plan
 from lstm_lm.sampling import sample_text
