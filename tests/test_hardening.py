@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import READ, reading_stdin, wait_for
+from conftest import READ, missing, reading_stdin, wait_for
 
 from lstm_lm import archive, atomic, checkpoint, rundir
 from lstm_lm.cli import main
@@ -349,12 +349,13 @@ def test_a_full_disk_keeps_the_previous_checkpoint(markov_corpus, tmp_path, monk
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 2 MiB file system of its own (tmpfs; needs the right to mount, as root has here)."""
+    """A 2 MiB file system of its own (tmpfs; needs the right to mount, which root has: CI
+    requires it there)."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]
     if subprocess.run(mount, capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        missing("mount", "cannot mount a tmpfs here (needs root)")
     yield mnt
     gc.collect()  # runs of this process may still map the cached token ids (cache.py)
     subprocess.run(["umount", str(mnt)], check=True)
