@@ -14,6 +14,7 @@ every checkpoint, so a resumed run or `eval` loads the same data again.
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import math
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from lstm_lm import LMError, bpe
 from lstm_lm.download import Log, Progress, fetch_ptb
+from lstm_lm.parallel import cores_per_rank
 from lstm_lm.tokenise import (
     EOS,
     STDIN,
@@ -64,7 +66,7 @@ class Vocab:
     def codec(self) -> bpe.Codec:
         """The bpe tokenizer at work (built once)."""
         if "_codec" not in self.__dict__:
-            object.__setattr__(self, "_codec", bpe.Codec(self.tokenizer, self.itos))
+            object.__setattr__(self, "_codec", bpe.Codec(self.itos))
         return self.__dict__["_codec"]
 
     def boundary(self) -> int | None:
@@ -91,7 +93,7 @@ class Vocab:
     def encode_lines(self, lines: list[str]) -> list[tuple[np.ndarray, list[str]]]:
         """`encode` of each line (without its line break), in one pass over all of them."""
         if self.level == "bpe":
-            return [(ids, []) for ids in self.codec.encode_batch(lines)]
+            return [(self.codec.encode(line), []) for line in lines]
         raw, token = self._lookup("\n".join(lines) + "\n")
         if self.level == "word":
             counts = [len(line.split()) + 1 for line in lines]  # each line's words and <eos>
@@ -472,12 +474,16 @@ def _read_bpe(source: DataSource, texts: list[Splits], carved: bool, has_test: b
                      + ("" if source.vocab_size else " (--vocab-size N to choose)"))  # fmt: skip
     dtype = id_dtype(len(vocab))
     ids = [[] for t in texts for _ in range(len(t))]
-    at = 0
+    at, t0 = 0, time.perf_counter()
     for t in texts:
-        for k, piece in t.pieces(tracked("encoding")):
-            ids[at + k].append(vocab.codec.encode(piece).astype(dtype))
+        for k, split in itertools.groupby(t.pieces(tracked("encoding")), lambda kp: kp[0]):
+            encoded = vocab.codec.encode_pieces((p for _, p in split), cores_per_rank())
+            ids[at + k] += (a.astype(dtype) for a in encoded)
         at += len(t)
     ids = [np.concatenate(parts) if parts else np.empty(0, dtype) for parts in ids]
+    seconds, size = time.perf_counter() - t0, sum(t.text.size for t in texts)
+    notes.append(f"encoded {size / 1e6:.1f} MB into {sum(map(len, ids)):,} tokens in "
+                 f"{seconds:.1f} s ({size / 1e6 / seconds:.1f} MB/s)")  # fmt: skip
     if carved and not (len(ids[0]) and len(ids[1])):
         raise LMError(f"{source.train}: too short to carve a validation split; give --valid FILE")
     files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,

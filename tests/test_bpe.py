@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lstm_lm
-from lstm_lm import bpe
+from lstm_lm import LMError, bpe
 from lstm_lm.cli import main
 from lstm_lm.data import DataSource, Vocab
 
@@ -42,6 +42,51 @@ def test_any_text_round_trips_and_streams_whole_characters(vocab, text):
     assert unknown == [] and vocab.decode(ids) == text
     assert "".join(vocab.pieces(ids)) == text  # a character split between tokens comes whole
     assert vocab.characters(ids) == len(text)  # what bits per character divide by
+
+
+# Text where white space and line breaks meet in every way the pre-tokenizer treats apart, and
+# a vocabulary learnt from such text, which has tokens for their runs.
+BITS = ["a", "b", "é", "日", "1", "'s", ".", "_", " ", "  ", "\t", "\n", "\r\n", "\u00a0",
+        "\u2028", "\x1c"]  # fmt: skip
+SPACEY = st.lists(st.sampled_from(BITS), max_size=150).map("".join)
+
+
+@pytest.fixture(scope="module")
+def spacey():
+    tokenizer = bpe.learn(["".join(np.random.default_rng(0).choice(BITS, 40_000))], 1000)
+    return Vocab(bpe.vocabulary(tokenizer), "bpe", tokenizer=tokenizer)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SPACEY)
+def test_a_text_cut_at_any_cut_encodes_as_the_whole(spacey, text):
+    encode = spacey.codec.encode
+    for m in bpe.CUT.finditer(text):
+        at = m.end()
+        assert [*encode(text[:at]), *encode(text[at:])] == encode(text).tolist(), at
+
+
+@settings(max_examples=300, deadline=None)
+@given(SPACEY, st.lists(st.integers(0, 300), max_size=8), st.integers(1, 3))
+def test_a_text_in_pieces_encodes_as_the_whole(spacey, text, cuts, threads):
+    """Wherever the pieces end (a corpus is read 4 MiB at a time), the ids are those of the
+    whole text: bpe.CUT splits it only where the pre-tokenizer does."""
+    ends = sorted({min(c, len(text)) for c in cuts} | {len(text)})
+    pieces = [text[a:b] for a, b in zip([0, *ends], ends)]
+    parts = list(spacey.codec.encode_pieces(pieces, threads))
+    whole = spacey.codec.encode(text)
+    assert np.array_equal(np.concatenate([whole[:0], *parts]), whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(SPACEY, st.text(st.characters(exclude_categories=["Cs"]), max_size=200)))
+def test_the_same_ids_as_tokenizers_own_encoder(vocab, spacey, text):
+    """tiktoken encodes (faster) what tokenizers learnt: the same ids as tokenizers gives."""
+    import tokenizers
+
+    for v in (vocab, spacey):
+        theirs = tokenizers.Tokenizer.from_str(v.tokenizer).encode(text).ids
+        assert v.encode(text)[0].tolist() == theirs
 
 
 def test_the_vocabulary_round_trips_as_json(vocab):
@@ -119,5 +164,8 @@ def test_bad_options_and_a_missing_library(tmp_path, monkeypatch):
     r = invoke("train", "--level", "bpe", "--train", tmp_path / "t.txt", "--out", tmp_path / "r")
     assert r.exit_code == 1 and "--level bpe needs the tokenizers package: pip install" in r.output
     assert "Traceback" not in r.output
+    monkeypatch.setitem(sys.modules, "tiktoken", None)
+    with pytest.raises(LMError, match="--level bpe needs the tiktoken package: pip install"):
+        bpe.Codec(("a", "Ċ"))
     assert DataSource("bpe", train=str(tmp_path / "t.txt")).vocab_size is None
     assert np.iinfo(np.uint16).max > bpe.MAX_VOCAB  # ids of any default vocabulary fit 2 bytes
