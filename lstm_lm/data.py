@@ -233,6 +233,7 @@ class Corpus:
     cached: bool = False  # read from a cache of token ids (lstm_lm.cache)
     cached_in: str | None = None  # the directory of that cache: the run's, or the shared one
     seconds: float = 0.0  # to load it
+    work: list[str] = field(default_factory=list)  # what this load did, timed (not cached)
 
 
 def read_text(path: str | Path, limit: int | None = None) -> str:
@@ -463,15 +464,16 @@ def _read_bpe(source: DataSource, texts: list[Splits], carved: bool, has_test: b
               notes: list[str], vocab: Vocab | None, tracked) -> Corpus:  # fmt: skip
     """The bpe corpus: a byte-level BPE vocabulary learnt from the training split (or the
     given one), then every split encoded with it, piece by piece."""
+    work = []
     if vocab is None:
         size = source.vocab_size or bpe.default_vocab_size(texts[0].text.size)
         t0 = time.perf_counter()
         train = (piece for k, piece in texts[0].pieces(tracked("learning BPE from")) if k == 0)
         tokenizer = bpe.learn(train, size)
         vocab = Vocab(bpe.vocabulary(tokenizer), "bpe", tokenizer=tokenizer)
-        notes.append(f"learnt a byte-level BPE vocabulary of {len(vocab):,} tokens from the "
-                     f"training text in {time.perf_counter() - t0:.1f} s"
-                     + ("" if source.vocab_size else " (--vocab-size N to choose)"))  # fmt: skip
+        work.append(f"learnt a byte-level BPE vocabulary of {len(vocab):,} tokens from the "
+                    f"training text in {time.perf_counter() - t0:.1f} s"
+                    + ("" if source.vocab_size else " (--vocab-size N to choose)"))  # fmt: skip
     dtype = id_dtype(len(vocab))
     ids = [[] for t in texts for _ in range(len(t))]
     at, t0 = 0, time.perf_counter()
@@ -482,15 +484,15 @@ def _read_bpe(source: DataSource, texts: list[Splits], carved: bool, has_test: b
         at += len(t)
     ids = [np.concatenate(parts) if parts else np.empty(0, dtype) for parts in ids]
     seconds, size = time.perf_counter() - t0, sum(t.text.size for t in texts)
-    notes.append(f"encoded {size / 1e6:.1f} MB into {sum(map(len, ids)):,} tokens in "
-                 f"{seconds:.1f} s ({size / 1e6 / seconds:.1f} MB/s)")  # fmt: skip
+    work.append(f"encoded {size / 1e6:.1f} MB into {sum(map(len, ids)):,} tokens in "
+                f"{seconds:.1f} s ({size / 1e6 / seconds:.1f} MB/s)")  # fmt: skip
     if carved and not (len(ids[0]) and len(ids[1])):
         raise LMError(f"{source.train}: too short to carve a validation split; give --valid FILE")
     files = [{"path": str(Path(t.text.path).absolute()), "size": t.text.size,
               "mtime_ns": t.text.mtime_ns, "sha256": t.text.sha256} for t in texts]  # fmt: skip
     files = files if all(t.text.path != STDIN for t in texts) else []
     return Corpus(vocab, ids[0], ids[1], ids[2] if has_test else None, name, source, notes, {},
-                  files)  # fmt: skip
+                  files, work=work)  # fmt: skip
 
 
 def _has_text(counts: dict[str, int]) -> bool:

@@ -169,3 +169,20 @@ def test_bad_options_and_a_missing_library(tmp_path, monkeypatch):
         bpe.Codec(("a", "Ċ"))
     assert DataSource("bpe", train=str(tmp_path / "t.txt")).vocab_size is None
     assert np.iinfo(np.uint16).max > bpe.MAX_VOCAB  # ids of any default vocabulary fit 2 bytes
+
+
+def test_a_second_run_reads_the_tokens_the_first_made(tmp_path):
+    """The second run on the same text reads the ids from the token cache: it says neither
+    that it learnt a vocabulary nor that it encoded, which it did not."""
+    (tmp_path / "code.txt").write_text(CODE)
+    args = ["--level", "bpe", "--train", tmp_path / "code.txt", "--vocab-size", 300, "--layers", 1,
+            "--hidden", 8, "--batch-size", 4, "--bptt", 10, "--max-steps", 1]  # fmt: skip
+    first = invoke("train", *args, "--out", tmp_path / "a")
+    assert first.exit_code == 0, first.output
+    assert "learnt a byte-level BPE vocabulary of 300 tokens" in first.stderr
+    assert "MB into " in first.stderr and "tokenised in" in first.stderr
+    second = invoke("train", *args, "--out", tmp_path / "b")
+    assert second.exit_code == 0, second.output
+    assert "token ids from the cache in" in second.stderr
+    assert "learnt" not in second.stderr and "MB into" not in second.stderr
+    assert lstm_lm.load(tmp_path / "b").vocab == lstm_lm.load(tmp_path / "a").vocab

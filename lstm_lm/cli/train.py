@@ -75,7 +75,7 @@ def start(con: Consoles, opts: dict, out: Path | None, resume: Path | None,
         con.log.print(f"resuming {run.out} at step {st['step']:,} (epoch {run.epochs_done():.2f})")
     elif p.kind == "init":
         con.log.print(f"fine-tuning {run.init_from['path']} (step {run.init_from['step']:,})")
-    for note in [*run.notes, *run.corpus.notes]:
+    for note in [*run.notes, *run.corpus.notes, *run.corpus.work]:
         con.log.print(f"[yellow]{note}[/]")
     n = len(run.corpus.valid)
     if (k := run.config.validation_tokens(n)) < n:
