@@ -205,6 +205,11 @@ PRESETS: dict[str, dict] = {
                         lr_decay=1.0, asgd=True, asgd_after=30, clip=5.0, init_scale=0.05,
                         dropout=0.5, input_dropout=0.4, variational=True, weight_drop=0.3,
                         ar=2.0, tar=1.0, tied=True),
+    # `laptop` with tied embeddings, 20 epochs (the last six averaged) to fit 90 minutes here.
+    "laptop-tied": dict(layers=2, hidden=400, batch_size=20, bptt=35, epochs=20, lr=1.0,
+                        lr_decay=1.0, asgd=True, asgd_after=14, clip=5.0, init_scale=0.05,
+                        dropout=0.4, input_dropout=0.3, variational=True, weight_drop=0.2,
+                        ar=2.0, tar=1.0, tied=True),
     # Character-level PTB sized for an hour on two CPU cores (with --max-minutes 59.5): short
     # windows, for more updates per token; dropout before the softmax against overfitting.
     "char": dict(level="char", layers=1, hidden=512, batch_size=32, bptt=50, epochs=11, lr=3e-3,

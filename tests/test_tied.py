@@ -101,11 +101,14 @@ def test_options_it_does_not_go_with(markov_corpus, tmp_path, args, message):
 
 def test_the_presets_token_lr_scale_does_not_apply():
     """`--preset medium-vd --tied` drops the one-hot rows' lr multiplier (saying so) and is
-    `medium-tied`."""
+    `medium-tied`; `laptop-tied` is `laptop`'s recipe tied, shorter."""
     s = resolve("medium-vd", {"tied": True})
     assert s.model["tied"] and s.train.token_lr_scale == 1.0
     assert "does not apply" in s.origins["token_lr_scale"]
     tied = resolve("medium-tied")
+    assert (tied.model, tied.train) == (s.model, s.train)
+    s = resolve("laptop", {"tied": True, "epochs": 20, "asgd_after": 14})
+    tied = resolve("laptop-tied")
     assert (tied.model, tied.train) == (s.model, s.train)
 
 
