@@ -33,7 +33,10 @@ DYNAMIC_BPTT, DYNAMIC_LR, DYNAMIC_DECAY = 5, 1e-4, 1e-3
 STATS_STREAMS = 100  # streams of training text for the gradient statistics (Krause et al.)
 STATS_TOKENS = 2_000_000  # ... and at most this many of its targets
 # --tune's grids, around the defaults
-CACHE_GRID = {"theta": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0), "lambda": (0.05, 0.1, 0.15, 0.2, 0.3)}
+CACHE_GRID = {
+    "theta": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 4.0),
+    "lambda": (0.05, 0.1, 0.15, 0.2, 0.3),
+}
 DYNAMIC_GRID = {"lr": (3e-5, 1e-4, 3e-4), "decay": (0.0, 1e-3, 1e-2)}
 
 Progress = Callable[[int, int], None]
